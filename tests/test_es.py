@@ -1,0 +1,219 @@
+"""The ES estimator: unbiasedness, shaping, antithetic pairs, NaN, sharding, memory."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from esmeta_core import es
+
+WORKER = Path(__file__).with_name("es_worker.py")
+
+
+def _cosine(a, b):
+    a, b = np.ravel(a), np.ravel(b)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("shaping", es.SHAPINGS)
+def test_estimate_aligns_with_true_gradient_of_quadratic(shaping):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(10, 10))
+    hess = jnp.asarray(a @ a.T / 10 + np.eye(10), jnp.float32)
+    x0 = jnp.asarray(rng.normal(size=10), jnp.float32)
+    loss = lambda x: 0.5 * x @ hess @ x + jnp.sum(x)
+    config = es.ESConfig(population=16384, sigma=0.01, shaping=shaping, chunk_size=256)
+    grads, _ = es.make_es_grad(loss, config=config)(x0, jax.random.key(0))
+    assert _cosine(grads, jax.grad(loss)(x0)) >= 0.99
+
+
+def test_raw_estimate_is_unbiased_for_gaussian_smoothed_gradient():
+    # L(x) = sum(sin x) has smoothed gradient E[cos(x + sigma eps)] = cos(x) exp(-sigma^2 / 2).
+    sigma, keys, x0 = 0.5, 200, jnp.linspace(-1.5, 1.5, 5)
+    loss = lambda x: jnp.sum(jnp.sin(x))
+    grad_fn = es.make_es_grad(
+        loss, config=es.ESConfig(population=512, sigma=sigma, shaping="raw", chunk_size=64)
+    )
+    estimates = np.stack([grad_fn(x0, jax.random.key(k))[0] for k in range(keys)])
+    mean, stderr = estimates.mean(0), estimates.std(0, ddof=1) / np.sqrt(keys)
+    smoothed = np.cos(x0) * np.exp(-(sigma**2) / 2)
+    assert np.all(np.abs(mean - smoothed) < 5 * stderr)  # a 5-sigma bound per coordinate
+    # The bound is tight enough to tell the smoothed gradient from the plain one.
+    assert np.any(np.abs(mean - np.cos(x0)) > 5 * stderr)
+
+
+def test_centered_ranks_sum_to_zero_and_span_half_interval():
+    x = jax.random.normal(jax.random.key(1), (1001,))
+    ranks = es.centered_ranks(x)
+    assert abs(float(ranks.sum())) < 1e-3
+    assert float(ranks.min()) == -0.5 and float(ranks.max()) == 0.5
+    assert int(jnp.argmin(ranks)) == int(jnp.argmin(x))
+
+
+def test_antithetic_pairs_are_exact_negatives():
+    params = {"a": jnp.zeros((3, 4)), "b": jnp.zeros(5)}
+    key = jax.random.key(3)
+    for j in range(4):
+        plus = es.member_noise(key, params, 2 * j)
+        minus = es.member_noise(key, params, 2 * j + 1)
+        for p, m in zip(jax.tree.leaves(plus), jax.tree.leaves(minus), strict=True):
+            np.testing.assert_array_equal(np.asarray(p), -np.asarray(m))
+
+
+def test_antithetic_members_are_evaluated_at_mirrored_points():
+    c = jnp.arange(1.0, 7.0)
+    theta = jnp.full(6, 0.3)
+    loss = lambda x: jnp.dot(x, c)  # linear: L(theta + d) + L(theta - d) = 2 L(theta)
+    _, stats = es.make_es_grad(loss, config=es.ESConfig(population=32, sigma=0.1))(
+        theta, jax.random.key(0)
+    )
+    pairs = np.asarray(stats.losses).reshape(-1, 2)
+    np.testing.assert_allclose(pairs.sum(1), 2 * float(loss(theta)), rtol=1e-5)
+
+
+def test_nonfinite_losses_rank_worst_and_update_stays_finite():
+    loss = lambda x: jnp.where(x[0] > 0.05, jnp.nan, jnp.sum((x - 1.0) ** 2))
+    grads, stats = es.make_es_grad(loss, config=es.ESConfig(population=256, sigma=0.1))(
+        jnp.zeros(4), jax.random.key(0)
+    )
+    assert int(stats.num_nonfinite) > 0
+    assert np.all(np.isfinite(grads)) and np.isfinite(float(stats.loss_mean))
+    assert float(grads[1]) < 0  # still descends towards x = 1 in the finite coordinates
+
+
+def test_all_nonfinite_gives_zero_update():
+    grads, stats = es.make_es_grad(lambda x: jnp.nan * x.sum(), config=es.ESConfig(population=8))(
+        jnp.ones(3), jax.random.key(0)
+    )
+    assert int(stats.num_nonfinite) == 8
+    np.testing.assert_array_equal(grads, 0.0)
+
+
+@pytest.mark.parametrize(
+    "config,devices,match",
+    [
+        (es.ESConfig(population=7), 1, "odd"),
+        (es.ESConfig(population=12), 8, "does not split evenly over 8 devices"),
+        (es.ESConfig(sigma=0.0), 1, "sigma must be a positive number"),
+        (es.ESConfig(sigma=-1.0), 1, "sigma must be a positive number"),
+        (es.ESConfig(shaping="ranks"), 1, "shaping must be one of"),
+        (es.ESConfig(communication="allreduce"), 1, "communication must be one of"),
+        (es.ESConfig(chunk_size=0), 1, "chunk_size must be a positive integer"),
+    ],
+    ids=[
+        "odd-antithetic",
+        "not-divisible",
+        "zero-sigma",
+        "negative-sigma",
+        "unknown-shaping",
+        "unknown-scheme",
+        "zero-chunk",
+    ],
+)
+def test_bad_config_is_rejected_with_the_field_named(config, devices, match):
+    with pytest.raises(ValueError, match=match):
+        es.validate_config(config, devices)
+
+
+def test_temporary_memory_does_not_grow_with_population():
+    """No N x D buffer: at N = 4096 temporaries stay within 2x of N = 64 (D = 262,656)."""
+    params = {"w": jnp.zeros((512, 512)), "b": jnp.zeros(512)}
+    x = jnp.ones((8, 512))
+    loss = lambda p, x: jnp.mean(jnp.tanh(x @ p["w"] + p["b"]) ** 2)
+
+    def temp_bytes(population):
+        fn = es.make_es_grad(loss, config=es.ESConfig(population=population, chunk_size=4))
+        compiled = fn.lower(params, jax.random.key(0), x).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    small, large = temp_bytes(64), temp_bytes(4096)
+    n_by_d = 4096 * 512 * 513 * 4
+    assert large < 2 * small + 4 * 4096 * 4, (small, large)
+    assert large < n_by_d / 100
+
+
+def _run(args, timeout):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env.pop("XLA_FLAGS", None)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(procs, timeout):
+    """Waits for every process; kills all and fails if one dies or hangs."""
+    outputs = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=timeout)
+            outputs.append(out)
+            if p.returncode != 0:
+                pytest.fail(f"worker exited with {p.returncode}:\n{out[-3000:]}")
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"a worker did not finish within {timeout} s")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def eight_device_grads(tmp_path_factory):
+    out = tmp_path_factory.mktemp("es") / "grads.npz"
+    _finish([_run([out, 8], 300)], 300)
+    return dict(np.load(out))
+
+
+@pytest.mark.parametrize("devices", [2, 4, 8], ids=["2-devices", "4-devices", "8-devices"])
+@pytest.mark.parametrize("scheme", es.COMMUNICATIONS)
+def test_same_gradient_on_1_2_4_8_devices(eight_device_grads, devices, scheme):
+    reference = {
+        k.split("/")[-1]: v for k, v in eight_device_grads.items() if k.startswith("1/psum/")
+    }
+    for name, value in reference.items():
+        np.testing.assert_allclose(
+            eight_device_grads[f"{devices}/{scheme}/{name}"], value, rtol=1e-5, atol=1e-6
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_same_gradient_on_2_processes_with_2_devices_each(eight_device_grads, tmp_path):
+    out, port = tmp_path / "multi.npz", _free_port()
+    procs = [_run([out, 2, rank, 2, port], 240) for rank in range(2)]
+    _finish(procs, 240)
+    multi = np.load(out)
+    for scheme in es.COMMUNICATIONS:
+        for name in ("w1", "b1", "w2", "losses"):
+            np.testing.assert_allclose(
+                multi[f"4/{scheme}/{name}"],
+                eight_device_grads[f"1/psum/{name}"],
+                rtol=1e-5,
+                atol=1e-6,
+            )
+
+
+def test_dead_worker_fails_fast_instead_of_hanging(tmp_path):
+    # Process 1 of 2 never starts: process 0 must not hang the suite.
+    proc = _run([tmp_path / "x.npz", 2, 0, 2, _free_port()], 20)
+    with pytest.raises(pytest.fail.Exception, match="did not finish|exited"):
+        _finish([proc], 20)
+    assert proc.poll() is not None
