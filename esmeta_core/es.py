@@ -132,7 +132,10 @@ def direction_noise(key: jax.Array, params: Any, direction: jax.Array) -> Any:
     """
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.fold_in(key, direction), len(leaves))
-    noise = [jax.random.normal(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)]
+    noise = [
+        jax.random.normal(k, jnp.shape(x), jnp.result_type(x))
+        for k, x in zip(keys, leaves, strict=True)
+    ]
     return jax.tree.unflatten(treedef, noise)
 
 
@@ -221,7 +224,7 @@ def es_grad(
     params: Any,
     key: jax.Array,
     *args: Any,
-    config: ESConfig = ESConfig(),
+    config: ESConfig | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[Any, ESStats]:
     """Estimates the gradient of ``E[loss_fn(params + sigma eps, *args)]`` by ES.
@@ -238,7 +241,7 @@ def es_grad(
       key: a PRNG key; the same key gives the same estimate on any mesh.
       *args: passed to ``loss_fn`` unchanged (e.g. an episode), replicated to
         every device.
-      config: an :class:`ESConfig`.
+      config: an :class:`ESConfig` (default ``ESConfig()``).
       mesh: a mesh with a ``"pop"`` axis (see ``sharding.population_mesh``);
         ``None`` uses the first local device only.
 
@@ -257,6 +260,7 @@ def es_grad(
     Reference: Salimans et al., "Evolution Strategies as a Scalable
     Alternative to Reinforcement Learning", arXiv:1703.03864.
     """
+    config = ESConfig() if config is None else config
     mesh = population_mesh(jax.local_devices()[:1]) if mesh is None else mesh
     num_devices = mesh.shape[POP_AXIS]
     validate_config(config, num_devices)
@@ -323,10 +327,11 @@ def es_grad(
 def make_es_grad(
     loss_fn: Callable[..., jax.Array],
     *,
-    config: ESConfig = ESConfig(),
+    config: ESConfig | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> Callable[..., tuple[Any, ESStats]]:
     """A jitted ``(params, key, *args) -> (grads, stats)``; checks ``config`` at once."""
+    config = ESConfig() if config is None else config
     mesh = population_mesh(jax.local_devices()[:1]) if mesh is None else mesh
     validate_config(config, mesh.shape[POP_AXIS])
 
