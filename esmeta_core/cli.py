@@ -1,0 +1,118 @@
+"""The ``esmeta`` command: a thin layer over :mod:`esmeta_core.train`.
+
+esmeta train --preset main --workdir runs/main       # ES-ProtoNet 5-way 5-shot
+esmeta train --preset backprop-5w5s --steps 2000     # a preset with overrides
+esmeta train --workdir runs/main --resume            # continue an interrupted run
+esmeta eval --workdir runs/main                      # 5w1s/5w5s/20w1s/20w5s
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from esmeta_core.configs import PRESETS, TrainConfig, get_preset
+
+OVERRIDES = (
+    "method",
+    "way",
+    "shot",
+    "query",
+    "population",
+    "sigma",
+    "lr",
+    "steps",
+    "seed",
+    "width",
+    "eval_episodes",
+    "chunk_size",
+    "communication",
+    "train_way",
+    "batch",
+)
+
+
+def _parse_settings(text: str) -> tuple[tuple[int, int], ...]:
+    out = []
+    for item in text.split(","):
+        way, shot = item.strip().rstrip("s").split("w")
+        out.append((int(way), int(shot)))
+    return tuple(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="esmeta", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="meta-train a ProtoNet on Omniglot")
+    train.add_argument("--preset", default="main", help=f"one of {sorted(PRESETS)}")
+    train.add_argument("--config", help="a JSON file of TrainConfig fields (instead of a preset)")
+    train.add_argument("--workdir", default="runs/main")
+    train.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+    train.add_argument("--no-progress", action="store_true")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name in OVERRIDES:
+        kind = {"method": str, "communication": str, "sigma": float, "lr": float}.get(name, int)
+        train.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=None,
+            help=f"override {name} (preset default: see esmeta_core/configs.py)",
+        )
+    del fields
+    ev = sub.add_parser("eval", help="test a checkpoint on 5w1s, 5w5s, 20w1s, 20w5s")
+    ev.add_argument("--workdir", required=True)
+    ev.add_argument("--episodes", type=int, default=1000)
+    ev.add_argument("--settings", default="5w1s,5w5s,20w1s,20w5s")
+    ev.add_argument("--split", default=None)
+    ev.add_argument("--width", type=int, default=None, help="fail unless the checkpoint has it")
+    ev.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    config = TrainConfig.load(args.config) if args.config else get_preset(args.preset)
+    changes = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n) is not None}
+    return dataclasses.replace(config, **changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from esmeta_core import train  # imports JAX; after argument errors are reported
+
+    try:
+        if args.command == "train":
+            config = config_from_args(args)
+            summary = train.train_and_evaluate(
+                config, args.workdir, resume=args.resume, progress=not args.no_progress
+            )
+            print(
+                f"Wrote {args.workdir}/summary.json (train wall time {summary['train_wall_s']} s)"
+            )
+            print(train.summary_line(summary))
+        else:
+            results = train.evaluate_checkpoint(
+                args.workdir,
+                settings=_parse_settings(args.settings),
+                episodes=args.episodes,
+                split=args.split,
+                width=args.width,
+                progress=not args.no_progress,
+            )
+            for setting, r in results.items():
+                print(
+                    f"{setting}: {100 * r['accuracy']:.2f} % +- {100 * r['ci95']:.2f} "
+                    f"(95 % CI, {r['episodes']} episodes)"
+                )
+            print(json.dumps({"eval_json": f"{args.workdir}/eval.json"}))
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"esmeta: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
