@@ -162,9 +162,8 @@ def validate(config: TrainConfig, num_devices: int = 1) -> None:
     if not config.lr > 0:
         raise ValueError(f"lr must be positive, got {config.lr!r}.")
     if config.query_chunk is not None and (config.query * config.way) % config.query_chunk:
-        raise ValueError(
-            f"query_chunk={config.query_chunk} must divide way * query = {config.way * config.query}."
-        )
+        total = config.way * config.query
+        raise ValueError(f"query_chunk={config.query_chunk} must divide way * query = {total}.")
     if config.method == "es":
         from esmeta_core import es
 

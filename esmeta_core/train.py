@@ -117,7 +117,7 @@ def make_train_step(
         else:
             grads = jax.grad(loss_fn)(params, episodes)
         loss, acc = center_metrics(params, episodes)
-        metrics.update(loss=loss, accuracy=acc, grad_norm=optax.global_norm(grads))
+        metrics.update(loss=loss, accuracy=acc, grad_norm=optax.tree.norm(grads))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, metrics
 
@@ -246,13 +246,14 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _read_metrics(path: Path, before_step: int) -> list[str]:
+def _metrics_up_to(path: Path, step: int) -> list[str]:
+    """Lines of ``metrics.jsonl`` logged at or before ``step`` (drops those past a checkpoint)."""
     if not path.exists():
         return []
     return [
         line
         for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line)["step"] < before_step
+        if line.strip() and json.loads(line)["step"] <= step
     ]
 
 
@@ -293,7 +294,7 @@ def train_and_evaluate(
     if resume and (workdir / CHECKPOINT).exists():
         state = restore_checkpoint(workdir, state)
     metrics_path = workdir / "metrics.jsonl"
-    kept = _read_metrics(metrics_path, state.step)
+    kept = _metrics_up_to(metrics_path, state.step)
     metrics_path.write_text("".join(line + "\n" for line in kept))
 
     train_images = load_split(config.split).images
