@@ -1,4 +1,4 @@
-"""Meta-training on real Omniglot: loss goes down, the CLI runs, resume is exact, bad input fails."""
+"""Meta-training on real Omniglot: loss decreases, CLI runs, resume is exact, bad input fails."""
 
 from __future__ import annotations
 
