@@ -15,6 +15,10 @@ import sys
 
 from esmeta_core.configs import PRESETS, TrainConfig, get_preset
 
+# name -> (module under esmeta_core.experiments, default output folder)
+EXPERIMENTS = {
+    "evograd-1d": ("evograd_toy", "results/evograd"),
+}
 OVERRIDES = (
     "method",
     "way",
@@ -70,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default=None)
     ev.add_argument("--width", type=int, default=None, help="fail unless the checkpoint has it")
     ev.add_argument("--no-progress", action="store_true")
+    exp = sub.add_parser("experiment", help="run a named experiment, writing under results/")
+    exp.add_argument("name", choices=sorted(EXPERIMENTS))
+    exp.add_argument("--out", default=None, help="output folder (default: results/<group>)")
     return parser
 
 
@@ -93,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"Wrote {args.workdir}/summary.json (train wall time {summary['train_wall_s']} s)"
             )
             print(train.summary_line(summary))
+        elif args.command == "experiment":
+            import importlib
+
+            module_name, default_out = EXPERIMENTS[args.name]
+            module = importlib.import_module(f"esmeta_core.experiments.{module_name}")
+            module.run(args.out or default_out)
+            print(f"Wrote results of {args.name} to {args.out or default_out}")
         else:
             results = train.evaluate_checkpoint(
                 args.workdir,

@@ -136,12 +136,16 @@ def episode_loss_and_accuracy(
     else:
         if n_query % query_chunk:
             raise ValueError(f"query_chunk={query_chunk} must divide the {n_query} queries.")
-        chunks = (
-            query.reshape(-1, query_chunk, *query.shape[1:]),
-            query_labels.reshape(-1, query_chunk),
-        )
-        nll, correct = lax.map(lambda c: chunk_fn(c[0], c[1], way), chunks)
-        nll, correct = nll.sum(), correct.sum()
+
+        def add_chunk(i, totals):
+            start = i * query_chunk  # slices in place: no reshaped copy of the queries
+            q = lax.dynamic_slice_in_dim(query, start, query_chunk)
+            y = lax.dynamic_slice_in_dim(query_labels, start, query_chunk)
+            nll, correct = chunk_fn(q, y, way)
+            return totals[0] + nll, totals[1] + correct
+
+        zero = jnp.zeros((), jnp.float32)
+        nll, correct = lax.fori_loop(0, n_query // query_chunk, add_chunk, (zero, zero))
     return nll / n_query, correct.astype(jnp.float32) / n_query
 
 

@@ -1,0 +1,102 @@
+"""Shared pieces of the benchmarks: the ProtoNet fitness, timing, memory, result files."""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from esmeta_core import protonet
+from esmeta_core.data import Episode
+from esmeta_core.train import environment
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
+
+
+def synthetic_episode(way: int, shot: int, query: int, seed: int = 0) -> Episode:
+    """An episode of the right shapes for timing and memory only (no claim on accuracy)."""
+    rng = np.random.default_rng(seed)
+    return Episode(
+        support=rng.random((way * shot, 28, 28, 1), np.float32),
+        support_labels=np.repeat(np.arange(way), shot).astype(np.int32),
+        query=rng.random((way * query, 28, 28, 1), np.float32),
+        query_labels=np.repeat(np.arange(way), query).astype(np.int32),
+    )
+
+
+def protonet_fitness(width: int = 64, *, way: int = 5, query_chunk: int | None = None):
+    """``(model, params, loss_fn)`` with ``loss_fn(params, episode)`` the episode loss."""
+    model = protonet.Conv4(width)
+    params = protonet.init_params(jax.random.key(0), model)
+
+    def loss_fn(p, episode):
+        return protonet.episode_loss(model, p, episode, way=way, query_chunk=query_chunk)
+
+    return model, params, loss_fn
+
+
+def time_call(fn, *args, repeats: int = 3) -> float:
+    """Median wall time in seconds of ``fn(*args)`` after one warm-up (compile) call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def compiled_memory(fn, *args) -> dict[str, int]:
+    """XLA's compiled memory analysis of ``jit(fn)(*args)``: bytes by kind, and their peak sum."""
+    analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
+    out = {
+        "temp_bytes": int(analysis.temp_size_in_bytes),
+        "argument_bytes": int(analysis.argument_size_in_bytes),
+        "output_bytes": int(analysis.output_size_in_bytes),
+    }
+    out["total_bytes"] = out["temp_bytes"] + out["argument_bytes"] + out["output_bytes"]
+    return out
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def write_result(name: str, rows: list[dict[str, Any]], **extra: Any) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {
+        "benchmark": name,
+        "command": "python " + " ".join(sys.argv),
+        **environment(),
+        **extra,
+        "rows": rows,
+    }
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {path}")
+    return path
+
+
+def mib(n: float) -> float:
+    return round(n / 2**20, 2)
+
+
+__all__ = [
+    "compiled_memory",
+    "jnp",
+    "mib",
+    "peak_rss_bytes",
+    "protonet_fitness",
+    "synthetic_episode",
+    "time_call",
+    "write_result",
+]

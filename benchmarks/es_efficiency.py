@@ -1,0 +1,60 @@
+"""ES step time over plain forward time on the same images (the ProtoNet fitness).
+
+For population N, an ES step evaluates N perturbed models on one 5-way 5-shot
+15-query episode (100 images each). The baseline evaluates the *unperturbed*
+model on the same N x 100 images with the same loop and no noise, so the ratio
+is what ES adds on top of the forward passes it cannot avoid: noise
+generation, perturbation, shaping and the weighted sum.
+
+  python -m benchmarks.es_efficiency            # writes results/benchmarks/es_efficiency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+from jax import lax
+
+from benchmarks.common import protonet_fitness, synthetic_episode, time_call, write_result
+from esmeta_core import es
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--populations", default="64,256,1024")
+    parser.add_argument("--chunks", default="1,4,16")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    _, params, loss_fn = protonet_fitness(64)
+    episode = synthetic_episode(5, 5, 15)
+    rows = []
+    for population in map(int, args.populations.split(",")):
+
+        @jax.jit
+        def plain_forward(params, episode, n=population):
+            return lax.map(lambda _: loss_fn(params, episode), jax.numpy.arange(n)).sum()
+
+        forward_s = time_call(plain_forward, params, episode, repeats=args.repeats)
+        for chunk in map(int, args.chunks.split(",")):
+            if chunk > 1 and population > 256:
+                continue  # vmapped chunks are slower on CPU; keep the run short
+            config = es.ESConfig(population=population, chunk_size=chunk)
+            grad_fn = es.make_es_grad(loss_fn, config=config)
+            es_s = time_call(grad_fn, params, jax.random.key(0), episode, repeats=args.repeats)
+            row = {
+                "population": population,
+                "chunk_size": chunk,
+                "strategy": "lax.map" if chunk == 1 else f"lax.map over vmap chunks of {chunk}",
+                "images": population * 100,
+                "es_step_s": round(es_s, 4),
+                "plain_forward_s": round(forward_s, 4),
+                "ratio": round(es_s / forward_s, 3),
+            }
+            print(row, flush=True)
+            rows.append(row)
+    write_result("es_efficiency", rows, fitness="ProtoNet Conv4-64, 5-way 5-shot 15-query")
+
+
+if __name__ == "__main__":
+    main()
