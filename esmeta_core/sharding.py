@@ -30,9 +30,8 @@ def population_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding
       ('pop',)
     """
     devices = list(jax.devices() if devices is None else devices)
-    return jax.make_mesh(
-        (len(devices),), (POP_AXIS,), (jax.sharding.AxisType.Explicit,), devices=devices
-    )
+    auto = (jax.sharding.AxisType.Auto,)  # jit moves inputs to the shardings shard_map asks for
+    return jax.make_mesh((len(devices),), (POP_AXIS,), auto, devices=devices)
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:

@@ -1,0 +1,82 @@
+"""The book: jupytext pairs in sync, quick mode under CI, conventions, and the build.
+
+nbval itself runs every notebook (``--nbval-lax`` in pyproject's pytest options).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "notebooks").glob("*.md"))
+
+
+def test_there_are_notebooks():
+    assert len(SOURCES) >= 8
+
+
+@pytest.mark.parametrize("md", SOURCES, ids=[p.stem for p in SOURCES])
+def test_md_and_ipynb_pair_is_in_sync(md):
+    ipynb = md.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} is missing: run scripts/execute_notebooks.py {md.name}"
+    source = [(c.cell_type, c.source.strip()) for c in jupytext.read(md).cells]
+    paired = [(c.cell_type, c.source.strip()) for c in jupytext.read(ipynb).cells]
+    assert source == paired, f"{md.name} changed: run scripts/execute_notebooks.py {md.name}"
+
+
+@pytest.mark.parametrize("md", SOURCES, ids=[p.stem for p in SOURCES])
+def test_notebook_follows_the_conventions(md):
+    text = md.read_text()
+    nb = jupytext.read(md)
+    first = nb.cells[0].source
+    assert first.startswith("# ") and "colab.research.google.com" in first and "kaggle" in first
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "import esmeta_core" in code[0].source and "except ImportError" in code[0].source
+    assert 'os.environ.get("ESMETA_QUICK"' in text
+    assert "setup_tpu" not in text
+    executed = jupytext.read(md.with_suffix(".ipynb"))
+    assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code"), (
+        f"{md.with_suffix('.ipynb').name} has no outputs: execute it in full mode"
+    )
+
+
+def test_quick_mode_is_on_under_ci():
+    if os.environ.get("CI"):
+        assert os.environ.get("ESMETA_QUICK") == "1"
+    else:
+        pytest.skip("not under CI")
+
+
+def test_book_builds_without_warnings(tmp_path):
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    cmd = [
+        str(jupyter_book),
+        "build",
+        str(ROOT),
+        "--config",
+        str(ROOT / "book" / "_config.yml"),
+        "--toc",
+        str(ROOT / "book" / "_toc.yml"),
+        "--path-output",
+        str(tmp_path),
+        "-W",
+        "-n",
+        "--keep-going",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    html = tmp_path / "_build" / "html"
+    index = (html / "book" / "intro.html").read_text()
+    for md in SOURCES:
+        assert f"{md.stem}.html" in index, f"the front page does not link {md.stem}"
+        page = (html / "notebooks" / f"{md.stem}.html").read_text()
+        assert (
+            f"colab.research.google.com/github/esmeta-dev/esmeta/blob/main/notebooks/{md.stem}.ipynb"
+            in page
+        )
