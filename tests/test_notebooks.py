@@ -69,7 +69,7 @@ def test_book_builds_without_warnings(tmp_path):
         "-n",
         "--keep-going",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     html = tmp_path / "_build" / "html"
     index = (html / "book" / "intro.html").read_text()
