@@ -18,6 +18,8 @@ from esmeta_core.configs import PRESETS, TrainConfig, get_preset
 # name -> (module under esmeta_core.experiments, default output folder)
 EXPERIMENTS = {
     "evograd-1d": ("evograd_toy", "results/evograd"),
+    "evograd-rotation": ("evograd_rotation", "results/evograd"),
+    "evograd-mwn": ("evograd_mwn", "results/evograd"),
 }
 OVERRIDES = (
     "method",

@@ -90,10 +90,10 @@ PRESETS: dict[str, TrainConfig] = {
     # Full runs (hours on a CPU; minutes on a TPU).
     "es-5w5s": TrainConfig(method="es", steps=3000, population=256, lr=3e-3, query=5),
     "es-5w1s": TrainConfig(method="es", shot=1, steps=3000, population=256, lr=3e-3, query=5),
-    "backprop-5w5s": TrainConfig(method="backprop", steps=5000, train_way=20),
-    "backprop-5w1s": TrainConfig(method="backprop", shot=1, steps=5000, train_way=20),
-    "backprop-20w5s": TrainConfig(method="backprop", way=20, shot=5, steps=5000, train_way=30),
-    "backprop-20w1s": TrainConfig(method="backprop", way=20, shot=1, steps=5000, train_way=30),
+    "backprop-5w5s": TrainConfig(method="backprop", steps=2000, train_way=20),
+    "backprop-5w1s": TrainConfig(method="backprop", shot=1, steps=2000, train_way=20),
+    "backprop-20w5s": TrainConfig(method="backprop", way=20, shot=5, steps=2000, train_way=30),
+    "backprop-20w1s": TrainConfig(method="backprop", way=20, shot=1, steps=2000, train_way=30),
     # Seconds: for tests and CI.
     "smoke": TrainConfig(
         method="es",
