@@ -20,6 +20,7 @@ EXPERIMENTS = {
     "evograd-1d": ("evograd_toy", "results/evograd"),
     "evograd-rotation": ("evograd_rotation", "results/evograd"),
     "evograd-mwn": ("evograd_mwn", "results/evograd"),
+    "population-sweep": ("population_sweep", "results/protonet"),
 }
 OVERRIDES = (
     "method",
