@@ -16,6 +16,7 @@ import numpy as np
 
 from esmeta_core import protonet
 from esmeta_core.data import Episode
+from esmeta_core.profiling import compiled_memory
 from esmeta_core.train import environment
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
@@ -52,18 +53,6 @@ def time_call(fn, *args, repeats: int = 3) -> float:
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def compiled_memory(fn, *args) -> dict[str, int]:
-    """XLA's compiled memory analysis of ``jit(fn)(*args)``: bytes by kind, and their peak sum."""
-    analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
-    out = {
-        "temp_bytes": int(analysis.temp_size_in_bytes),
-        "argument_bytes": int(analysis.argument_size_in_bytes),
-        "output_bytes": int(analysis.output_size_in_bytes),
-    }
-    out["total_bytes"] = out["temp_bytes"] + out["argument_bytes"] + out["output_bytes"]
-    return out
 
 
 def peak_rss_bytes() -> int:

@@ -18,18 +18,7 @@ import argparse
 import jax
 
 from benchmarks.common import compiled_memory, mib, protonet_fitness, write_result
-from esmeta_core import es
-from esmeta_core.data import Episode
-
-
-def episode_shapes(way: int, shot: int, query: int) -> Episode:
-    f32, i32 = jax.numpy.float32, jax.numpy.int32
-    return Episode(
-        support=jax.ShapeDtypeStruct((way * shot, 28, 28, 1), f32),
-        support_labels=jax.ShapeDtypeStruct((way * shot,), i32),
-        query=jax.ShapeDtypeStruct((way * query, 28, 28, 1), f32),
-        query_labels=jax.ShapeDtypeStruct((way * query,), i32),
-    )
+from esmeta_core import es, protonet
 
 
 def main() -> None:
@@ -40,7 +29,7 @@ def main() -> None:
     _, params, plain_loss = protonet_fitness(64)
     rows = []
     for query in map(int, args.queries.split(",")):
-        episode = episode_shapes(5, 5, query)
+        episode = protonet.episode_spec(5, 5, query)
         images = 5 * 5 + 5 * query
         chunk = 25 if (5 * query) % 25 == 0 else 5 * query
         _, _, chunked_loss = protonet_fitness(64, query_chunk=chunk)

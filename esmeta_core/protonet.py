@@ -156,6 +156,17 @@ def episode_loss(
     return episode_loss_and_accuracy(model, params, episode, way=way, query_chunk=query_chunk)[0]
 
 
+def episode_spec(way: int, shot: int, query: int, image_size: int = 28) -> Episode:
+    """An :class:`Episode` of ``jax.ShapeDtypeStruct`` s, for compiling without data."""
+    f32, i32 = jnp.float32, jnp.int32
+    return Episode(
+        support=jax.ShapeDtypeStruct((way * shot, image_size, image_size, 1), f32),
+        support_labels=jax.ShapeDtypeStruct((way * shot,), i32),
+        query=jax.ShapeDtypeStruct((way * query, image_size, image_size, 1), f32),
+        query_labels=jax.ShapeDtypeStruct((way * query,), i32),
+    )
+
+
 def batch_loss(model: Conv4, params: Any, episodes: Episode, *, way: int) -> jax.Array:
     """Mean loss over a batch of episodes (fields with a leading ``[batch]`` axis)."""
     losses = jax.vmap(lambda e: episode_loss(model, params, e, way=way))(episodes)

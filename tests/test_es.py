@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from esmeta_core import es
+from esmeta_core.profiling import compiled_memory
 
 WORKER = Path(__file__).with_name("es_worker.py")
 
@@ -131,8 +132,7 @@ def test_temporary_memory_does_not_grow_with_population():
 
     def temp_bytes(population):
         fn = es.make_es_grad(loss, config=es.ESConfig(population=population, chunk_size=4))
-        compiled = fn.lower(params, jax.random.key(0), x).compile()
-        return compiled.memory_analysis().temp_size_in_bytes
+        return compiled_memory(fn, params, jax.random.key(0), x)["temp_bytes"]
 
     small, large = temp_bytes(64), temp_bytes(4096)
     n_by_d = 4096 * 512 * 513 * 4
