@@ -98,7 +98,7 @@ PRESETS: dict[str, TrainConfig] = {
     "es-5w5s-conv4-64": TrainConfig(
         method="es", steps=3000, population=256, sigma=0.01, lr=3e-3, query=5
     ),
-    "backprop-5w5s": TrainConfig(method="backprop", steps=2000, train_way=20),
+    "backprop-5w5s": TrainConfig(method="backprop", steps=2000),
     "backprop-5w1s": TrainConfig(method="backprop", shot=1, steps=2000, train_way=20),
     "backprop-20w5s": TrainConfig(method="backprop", way=20, shot=5, steps=2000, train_way=30),
     "backprop-20w1s": TrainConfig(method="backprop", way=20, shot=1, steps=2000, train_way=30),
