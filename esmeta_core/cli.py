@@ -128,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"esmeta: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.command != "train":
+            raise
+        print(
+            f"\nesmeta: interrupted. Continue from the last checkpoint with:\n"
+            f"  esmeta train --workdir {args.workdir} --resume",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

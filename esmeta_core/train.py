@@ -185,7 +185,14 @@ def restore_checkpoint(workdir: Path, template: TrainState) -> TrainState:
       ValueError: the checkpoint's parameter shapes differ (another model width).
     """
     path = Path(workdir) / CHECKPOINT
-    raw = flax.serialization.msgpack_restore(path.read_bytes())
+    try:
+        raw = flax.serialization.msgpack_restore(path.read_bytes())
+        raw["params"], raw["step"]  # noqa: B018 (checks the keys)
+    except Exception as e:  # msgpack raises several types for a damaged file
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({type(e).__name__}: {e}). Delete it to "
+            "restart the run from step 0, or restore it from a backup."
+        ) from e
     want = jax.tree.map(np.shape, template.params)
     got = jax.tree.map(np.shape, raw["params"])
     if want != got:

@@ -147,3 +147,11 @@ def test_checkpoint_of_another_width_is_rejected(tmp_path, capsys):
     model = protonet.Conv4(16)
     with pytest.raises(ValueError, match="another shape"):
         train.restore_checkpoint(workdir, train.init_state(wider, model))
+
+
+def test_corrupt_checkpoint_gives_clear_error(tmp_path):
+    config = configs.PRESETS["smoke"]
+    (tmp_path / "checkpoint.msgpack").write_bytes(b"\x00garbage")
+    model = protonet.Conv4(config.width)
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        train.restore_checkpoint(tmp_path, train.init_state(config, model))
