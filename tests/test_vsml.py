@@ -1,0 +1,131 @@
+"""VS-ML: weight sharing, a hand-set cell that is SGD, ES meta-training, devices, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from esmeta_core import es, vsml
+from esmeta_core.data.digits import load_digits
+
+
+def test_same_meta_params_run_layers_of_any_size():
+    config = vsml.VSMLConfig()
+    meta = vsml.init_meta_params(jax.random.key(0), config)
+    count = vsml.num_meta_params(meta)
+    for n_in, n_out in ((16, 5), (64, 10)):
+        x = jnp.ones((7, n_in))
+        y = jnp.arange(7) % n_out
+        losses, correct = vsml.online_episode(
+            meta, jax.random.key(1), x, y, num_classes=n_out, config=config
+        )
+        assert losses.shape == correct.shape == (7,) and bool(jnp.isfinite(losses).all())
+    assert count == vsml.num_meta_params(vsml.init_meta_params(jax.random.key(5), config))
+    assert count < 5000
+
+
+def _online_sgd(xs, ys, n_out, lr):
+    """Online SGD on logits = mean_i x_i w_ij (w starts at 0), loss before each update."""
+    w = np.zeros((xs.shape[1], n_out))
+    losses = []
+    for x, y in zip(np.asarray(xs, np.float64), np.asarray(ys), strict=True):
+        logits = x @ w / len(x)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        losses.append(-np.log(p[y]))
+        error = p.copy()
+        error[y] -= 1.0
+        w -= lr * np.outer(x, error)
+    return np.array(losses)
+
+
+@pytest.mark.parametrize("lr", [0.05, 0.5], ids=["lr0.05", "lr0.5"])
+def test_handset_lstm_reproduces_online_sgd(lr):
+    data = load_digits(seed=0)
+    xs = jnp.asarray(data.train_x[:60].reshape(60, -1)[:, ::4])  # 16 real pixel inputs
+    ys = jnp.asarray(data.train_y[:60] % 5)
+    meta = vsml.sgd_handset_meta_params(lr=lr)
+    losses, _ = vsml.online_episode(meta, jax.random.key(0), xs, ys, num_classes=5)
+    reference = _online_sgd(xs, ys, 5, lr)
+    np.testing.assert_allclose(losses, reference, rtol=2e-3, atol=2e-4)
+    # It really learns: the losses move far more than the two differ.
+    assert np.abs(reference - np.log(5)).max() > 10 * np.abs(losses - reference).max()
+
+
+def test_few_es_meta_steps_lower_the_meta_loss():
+    data = load_digits(seed=0)
+    features = data.train_x.reshape(len(data.train_x), -1)
+    rng = np.random.default_rng(0)
+    tasks = [
+        vsml.sample_task(rng, features, data.train_y, num_classes=3, length=30, n_in=8)
+        for _ in range(4)
+    ]
+    xs, ys = jnp.stack([t[0] for t in tasks]), jnp.stack([t[1] for t in tasks])
+    config = vsml.VSMLConfig(message_size=4, state_size=8)
+
+    def meta_loss(meta, xs, ys):
+        per_task = jax.vmap(
+            lambda x, y: vsml.online_episode(
+                meta, jax.random.key(1), x, y, num_classes=3, config=config
+            )[0].mean()
+        )(xs, ys)
+        return per_task.mean()
+
+    meta = vsml.init_meta_params(jax.random.key(0), config)
+    grad_fn = es.make_es_grad(
+        meta_loss, config=es.ESConfig(population=64, sigma=0.05, chunk_size=8)
+    )
+    optimizer = optax.adam(0.05)
+    state = optimizer.init(meta)
+    start = float(meta_loss(meta, xs, ys))
+    for step in range(20):
+        grads, _ = grad_fn(meta, jax.random.fold_in(jax.random.key(3), step), xs, ys)
+        updates, state = optimizer.update(grads, state)
+        meta = optax.apply_updates(meta, updates)
+    assert float(meta_loss(meta, xs, ys)) < start - 0.02
+
+
+def test_same_meta_gradient_on_1_and_8_devices(tmp_path):
+    out = tmp_path / "vsml.npz"
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("vsml_worker.py")), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    grads = np.load(out)
+    names = {k.split("/", 1)[1] for k in grads.files}
+    for name in names:
+        np.testing.assert_allclose(grads[f"8/{name}"], grads[f"1/{name}"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "config,match",
+    [
+        (vsml.VSMLConfig(message_size=1), "message_size must be >= 2"),
+        (vsml.VSMLConfig(ticks=0), "ticks"),
+        (vsml.VSMLConfig(state_size=0), "state_size must be >= 1"),
+    ],
+    ids=["message-size-1", "zero-ticks", "zero-state"],
+)
+def test_bad_config_is_rejected(config, match):
+    with pytest.raises(ValueError, match=match):
+        vsml.validate_config(config)
+
+
+def test_episode_longer_than_the_data_is_rejected():
+    data = load_digits(seed=0)
+    features = data.train_x.reshape(len(data.train_x), -1)
+    with pytest.raises(ValueError, match="episode length 10000 is not possible"):
+        vsml.sample_task(
+            np.random.default_rng(0), features, data.train_y, num_classes=2, length=10_000, n_in=8
+        )
