@@ -21,6 +21,7 @@ EXPERIMENTS = {
     "evograd-rotation": ("evograd_rotation", "results/evograd"),
     "evograd-mwn": ("evograd_mwn", "results/evograd"),
     "population-sweep": ("population_sweep", "results/protonet"),
+    "vsml": ("vsml_generalisation", "results/vsml"),
 }
 OVERRIDES = (
     "method",

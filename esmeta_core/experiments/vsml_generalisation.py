@@ -1,0 +1,303 @@
+"""VS-ML meta-trained on Omniglot tasks, tested on unseen digits tasks (CPU-sized).
+
+Meta-training: 5-way online classification tasks from Omniglot characters
+(Vinyals training split, 28x28 images randomly projected to 16 inputs per
+task, 50 examples per episode). Meta-test: the same kind of tasks from
+scikit-learn's 8x8 digits, a data set the learners never saw. Learners:
+
+- VS-ML: the weight-shared LSTM grid of ``esmeta_core.vsml``, meta-trained by ES;
+- a meta-RNN: one LSTM fed the input and the previous example's label, the
+  same ES, population, steps and tasks;
+- online SGD and online Adam on a linear layer, learning rate tuned on the
+  meta-training tasks;
+- VS-ML with hand-set meta-parameters that implement SGD ("backprop in forward mode").
+
+  esmeta experiment vsml     # writes results/vsml/generalisation.json and .png
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from esmeta_core import es, vsml
+from esmeta_core.data import load_split
+from esmeta_core.data.digits import load_digits
+
+WAY, LENGTH, N_IN = 5, 50, 16
+CONFIG = vsml.VSMLConfig(message_size=8, state_size=16, ticks=1)
+RNN_HIDDEN = 32
+
+
+def omniglot_pool() -> tuple[np.ndarray, np.ndarray]:
+    """Meta-training data: f32[n, 784] images and class labels (Vinyals train, rotation 0)."""
+    split = load_split("train")
+    keep = np.flatnonzero(split.rotations == 0)
+    images = split.images[keep]  # f32[classes, 20, 28, 28]
+    features = images.reshape(-1, 28 * 28)
+    labels = np.repeat(np.arange(len(keep)), images.shape[1])
+    return features, labels
+
+
+def digits_pool() -> tuple[np.ndarray, np.ndarray]:
+    data = load_digits(seed=0, val_fraction=0.0, test_fraction=0.0)
+    return data.train_x.reshape(len(data.train_x), -1), data.train_y
+
+
+def task_batch(rng, pool, count: int) -> tuple[jax.Array, jax.Array]:
+    tasks = [
+        vsml.sample_task(rng, *pool, num_classes=WAY, length=LENGTH, n_in=N_IN)
+        for _ in range(count)
+    ]
+    return jnp.stack([t[0] for t in tasks]), jnp.stack([t[1] for t in tasks])
+
+
+# ----------------------------------------------------------------------------
+# Learners: each maps (params, key, x f32[T, n_in], y i32[T]) -> (losses f32[T], correct f32[T]).
+
+
+def vsml_learner(meta, key, x, y):
+    return vsml.online_episode(meta, key, x, y, num_classes=WAY, config=CONFIG)
+
+
+def init_meta_rnn(key: jax.Array) -> dict[str, jax.Array]:
+    k1, k2 = jax.random.split(key)
+    n = N_IN + WAY + RNN_HIDDEN
+    return {
+        "w": jax.random.normal(k1, (n, 4 * RNN_HIDDEN)) / jnp.sqrt(n),
+        "b": jnp.zeros(4 * RNN_HIDDEN).at[RNN_HIDDEN : 2 * RNN_HIDDEN].set(1.0),
+        "out": jax.random.normal(k2, (RNN_HIDDEN, WAY)) / jnp.sqrt(RNN_HIDDEN),
+    }
+
+
+def meta_rnn_learner(params, key, x, y):
+    """An LSTM that sees x_t and the one-hot label of x_{t-1}, and predicts y_t."""
+    del key
+    previous = jnp.concatenate([jnp.zeros((1, WAY)), jax.nn.one_hot(y[:-1], WAY)])
+
+    def step(carry, inputs):
+        h, c = carry
+        xt, prev, yt = inputs
+        z = jnp.concatenate([xt, prev, h]) @ params["w"] + params["b"]
+        i, f, g, o = jnp.split(z, 4)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        log_probs = jax.nn.log_softmax(h @ params["out"])
+        return (h, c), (-log_probs[yt], (jnp.argmax(log_probs) == yt).astype(jnp.float32))
+
+    zeros = jnp.zeros(RNN_HIDDEN)
+    _, (losses, correct) = jax.lax.scan(step, (zeros, zeros), (x, previous, y))
+    return losses, correct
+
+
+def linear_learner(optimizer: optax.GradientTransformation):
+    """Online training of logits = x W + b from zero, one example at a time."""
+
+    def learner(_params, key, x, y):
+        del key
+        w = {"w": jnp.zeros((N_IN, WAY)), "b": jnp.zeros(WAY)}
+
+        def loss_fn(w, xt, yt):
+            return -jax.nn.log_softmax(xt @ w["w"] + w["b"])[yt]
+
+        def step(carry, inputs):
+            w, state = carry
+            xt, yt = inputs
+            loss, grads = jax.value_and_grad(loss_fn)(w, xt, yt)
+            correct = (jnp.argmax(xt @ w["w"] + w["b"]) == yt).astype(jnp.float32)
+            updates, state = optimizer.update(grads, state)
+            return (optax.apply_updates(w, updates), state), (loss, correct)
+
+        _, out = jax.lax.scan(step, (w, optimizer.init(w)), (x, y))
+        return out
+
+    return learner
+
+
+def curves(learner, params, xs, ys, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean online loss and accuracy against examples seen, over a batch of tasks."""
+    keys = jax.random.split(jax.random.key(seed), xs.shape[0])
+    losses, correct = jax.jit(jax.vmap(lambda k, x, y: learner(params, k, x, y)))(keys, xs, ys)
+    return np.asarray(losses.mean(0)), np.asarray(correct.mean(0))
+
+
+def meta_train(
+    learner,
+    params,
+    pool,
+    *,
+    seed: int,
+    steps: int,
+    population: int,
+    tasks_per_step: int,
+    lr: float = 0.03,
+    sigma: float = 0.05,
+):
+    """ES meta-training of ``params`` on mean online cross-entropy; returns params and losses."""
+
+    def meta_loss(params, xs, ys, key):
+        keys = jax.random.split(key, xs.shape[0])
+        losses, _ = jax.vmap(lambda k, x, y: learner(params, k, x, y))(keys, xs, ys)
+        return losses.mean()
+
+    grad_fn = es.make_es_grad(
+        meta_loss, config=es.ESConfig(population=population, sigma=sigma, chunk_size=8)
+    )
+    optimizer = optax.adam(lr)
+    state = optimizer.init(params)
+    rng = np.random.default_rng(seed)
+    history = []
+    for step in range(steps):
+        xs, ys = task_batch(rng, pool, tasks_per_step)
+        key = jax.random.fold_in(jax.random.key(seed), step)
+        grads, stats = grad_fn(params, key, xs, ys, jax.random.fold_in(key, 1))
+        updates, state = optimizer.update(grads, state)
+        params = optax.apply_updates(params, updates)
+        history.append(float(stats.loss_mean))
+    return params, history
+
+
+def tune_lr(make_optimizer, pool, grid=(0.01, 0.03, 0.1, 0.3, 1.0)) -> float:
+    xs, ys = task_batch(np.random.default_rng(123), pool, 64)
+    scores = {lr: curves(linear_learner(make_optimizer(lr)), None, xs, ys)[0].mean() for lr in grid}
+    return min(scores, key=scores.get)
+
+
+def run(
+    out_dir: str | Path = "results/vsml",
+    *,
+    seeds: int = 3,
+    steps: int = 300,
+    population: int = 128,
+    tasks_per_step: int = 4,
+    test_tasks: int = 200,
+) -> dict[str, Any]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    omniglot, digits = omniglot_pool(), digits_pool()
+    test_x, test_y = task_batch(np.random.default_rng(999), digits, test_tasks)
+    train_x, train_y = task_batch(np.random.default_rng(998), omniglot, test_tasks)
+    sgd_lr, adam_lr = tune_lr(optax.sgd, omniglot), tune_lr(optax.adam, omniglot)
+    results: dict[str, Any] = {"learners": {}, "meta_training": {}}
+
+    def record(name, per_seed):
+        acc = np.stack([c[1] for c in per_seed])  # [seeds, T] on digits
+        acc_train = np.stack([c[2] for c in per_seed])
+        results["learners"][name] = {
+            "digits_accuracy_mean": acc.mean(0).tolist(),
+            "digits_accuracy_std": acc.std(0).tolist(),
+            "digits_final_accuracy": float(acc[:, -10:].mean()),
+            "omniglot_final_accuracy": float(acc_train[:, -10:].mean()),
+        }
+
+    for name, make in (
+        ("online SGD (tuned lr)", lambda: linear_learner(optax.sgd(sgd_lr))),
+        ("online Adam (tuned lr)", lambda: linear_learner(optax.adam(adam_lr))),
+    ):
+        learner = make()
+        record(
+            name,
+            [
+                (
+                    None,
+                    curves(learner, None, test_x, test_y)[1],
+                    curves(learner, None, train_x, train_y)[1],
+                )
+            ],
+        )
+    handset = vsml.sgd_handset_meta_params(lr=sgd_lr * N_IN, config=CONFIG)
+    record(
+        "VS-ML, hand-set to SGD",
+        [
+            (
+                None,
+                curves(vsml_learner, handset, test_x, test_y)[1],
+                curves(vsml_learner, handset, train_x, train_y)[1],
+            )
+        ],
+    )
+    for name, learner, init in (
+        ("VS-ML (meta-trained by ES)", vsml_learner, lambda k: vsml.init_meta_params(k, CONFIG)),
+        ("meta-RNN (meta-trained by ES)", meta_rnn_learner, init_meta_rnn),
+    ):
+        per_seed, histories = [], []
+        for seed in range(seeds):
+            params, history = meta_train(
+                learner,
+                init(jax.random.key(seed)),
+                omniglot,
+                seed=seed,
+                steps=steps,
+                population=population,
+                tasks_per_step=tasks_per_step,
+            )
+            per_seed.append(
+                (
+                    None,
+                    curves(learner, params, test_x, test_y, seed)[1],
+                    curves(learner, params, train_x, train_y, seed)[1],
+                )
+            )
+            histories.append(history)
+        record(name, per_seed)
+        results["meta_training"][name] = histories
+    results.update(
+        command="esmeta experiment vsml",
+        setting=f"{WAY}-way, {LENGTH} examples per episode, {N_IN} random-projection inputs",
+        seeds=seeds,
+        steps=steps,
+        population=population,
+        tasks_per_step=tasks_per_step,
+        test_tasks=test_tasks,
+        sgd_lr=sgd_lr,
+        adam_lr=adam_lr,
+        vsml_meta_params=vsml.num_meta_params(vsml.init_meta_params(jax.random.key(0), CONFIG)),
+        wall_s=round(time.perf_counter() - start, 1),
+    )
+    (out_dir / "generalisation.json").write_text(json.dumps(results, indent=1))
+    plot(results, out_dir / "generalisation.png")
+    return results
+
+
+def plot(results: dict[str, Any], out: str | Path | None = None):
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_meta) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, r in results["learners"].items():
+        mean, std = np.array(r["digits_accuracy_mean"]), np.array(r["digits_accuracy_std"])
+        window = 5
+        smooth = np.convolve(mean, np.ones(window) / window, mode="valid")
+        xs = np.arange(len(smooth)) + window
+        ax.plot(xs, smooth, label=name, ls="--" if "hand-set" in name else "-")
+        if std.any():
+            s = np.convolve(std, np.ones(window) / window, mode="valid")
+            ax.fill_between(xs, smooth - s, smooth + s, alpha=0.15)
+    ax.axhline(1 / WAY, color="grey", lw=0.8, label="chance")
+    ax.set(
+        xlabel="examples seen",
+        ylabel="online accuracy",
+        title="unseen digits tasks (5-way, one example at a time)",
+    )
+    ax.legend(fontsize=7)
+    for name, histories in results["meta_training"].items():
+        for k, h in enumerate(histories):
+            ax_meta.plot(
+                h,
+                color="C0" if "VS-ML" in name else "C1",
+                alpha=0.6,
+                label=name if k == 0 else None,
+            )
+    ax_meta.set(xlabel="ES step", ylabel="meta-training loss (Omniglot)")
+    ax_meta.legend(fontsize=7)
+    fig.tight_layout()
+    if out is not None:
+        fig.savefig(out, dpi=120)
+    return fig
