@@ -65,7 +65,7 @@ def write_result(name: str, rows: list[dict[str, Any]], **extra: Any) -> Path:
     path = RESULTS / f"{name}.json"
     payload = {
         "benchmark": name,
-        "command": "python " + " ".join(sys.argv),
+        "command": " ".join(["python -m benchmarks." + Path(sys.argv[0]).stem, *sys.argv[1:]]),
         **environment(),
         **extra,
         "rows": rows,
