@@ -93,7 +93,7 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     # Longer runs (tens of minutes on a CPU; minutes on a TPU).
     "es-5w5s": TrainConfig(
-        method="es", width=32, steps=1000, population=128, sigma=0.01, lr=3e-3, query=5
+        method="es", width=32, steps=600, population=128, sigma=0.01, lr=3e-3, query=5
     ),
     "es-5w5s-conv4-64": TrainConfig(
         method="es", steps=3000, population=256, sigma=0.01, lr=3e-3, query=5
