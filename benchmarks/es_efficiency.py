@@ -4,7 +4,9 @@ For population N, an ES step evaluates N perturbed models on one 5-way 5-shot
 15-query episode (100 images each). The baseline evaluates the *unperturbed*
 model on the same N x 100 images with the same loop and no noise, so the ratio
 is what ES adds on top of the forward passes it cannot avoid: noise
-generation, perturbation, shaping and the weighted sum.
+generation, perturbation, shaping and the weighted sum. (The baseline scales
+member j's weights by 1 + 1e-7 j, so that XLA cannot compute one forward pass
+and reuse it.)
 
   python -m benchmarks.es_efficiency            # writes results/benchmarks/es_efficiency.json
 """
@@ -33,11 +35,17 @@ def main() -> None:
 
         @jax.jit
         def plain_forward(params, episode, n=population):
-            return lax.map(lambda _: loss_fn(params, episode), jax.numpy.arange(n)).sum()
+            # Member j scales the weights by (1 + 1e-7 j) so that XLA cannot hoist one
+            # forward pass out of the loop: n real forward passes, no noise.
+            def member(j):
+                scaled = jax.tree.map(lambda p: p * (1.0 + 1e-7 * j), params)
+                return loss_fn(scaled, episode)
+
+            return lax.map(member, jax.numpy.arange(n, dtype=jax.numpy.float32)).sum()
 
         forward_s = time_call(plain_forward, params, episode, repeats=args.repeats)
         for chunk in map(int, args.chunks.split(",")):
-            if chunk > 1 and population > 256:
+            if chunk > 1 and population > 64:
                 continue  # vmapped chunks are slower on CPU; keep the run short
             config = es.ESConfig(population=population, chunk_size=chunk)
             grad_fn = es.make_es_grad(loss_fn, config=config)
