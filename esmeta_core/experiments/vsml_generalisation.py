@@ -173,9 +173,9 @@ def tune_lr(make_optimizer, pool, grid=(0.01, 0.03, 0.1, 0.3, 1.0)) -> float:
 def run(
     out_dir: str | Path = "results/vsml",
     *,
-    seeds: int = 3,
-    steps: int = 300,
-    population: int = 128,
+    seeds: int = 2,
+    steps: int = 100,
+    population: int = 64,
     tasks_per_step: int = 4,
     test_tasks: int = 200,
 ) -> dict[str, Any]:
