@@ -134,7 +134,7 @@ def _channel0(values: jax.Array, m: int) -> jax.Array:
     return jnp.zeros((values.shape[0], m), values.dtype).at[:, 0].set(values)
 
 
-def online_episode(
+def online_logits(
     meta: dict,
     key: jax.Array,
     inputs: jax.Array,
@@ -142,16 +142,19 @@ def online_episode(
     *,
     num_classes: int,
     config: VSMLConfig | None = None,
-) -> tuple[jax.Array, jax.Array]:
-    """Runs one online-learning episode; returns per-step losses and correctness.
+) -> jax.Array:
+    """Runs one online-learning episode; returns the predictions made along the way.
+
+    For each example the layer predicts (ticks with the input and a zero backward
+    message), then learns (ticks with the input and the error
+    ``softmax(logits) - onehot(y)`` as the backward message).
 
     Args:
       inputs: f32[T, n_in], one example per step.
       labels: i32[T].
 
     Returns:
-      ``(losses f32[T], correct f32[T])`` of the predictions made *before*
-      each label was shown.
+      logits f32[T, num_classes], each computed *before* its label was shown.
     """
     config = VSMLConfig() if config is None else config
     m = config.message_size
@@ -171,13 +174,80 @@ def online_episode(
         forward_in = _channel0(x, m)
         state, out = run_ticks(state, forward_in, zero_back)  # predict
         logits = out[:, 0]
-        log_probs = jax.nn.log_softmax(logits)
-        error = jnp.exp(log_probs) - jax.nn.one_hot(y, num_classes, dtype=logits.dtype)
+        error = jax.nn.softmax(logits) - jax.nn.one_hot(y, num_classes, dtype=logits.dtype)
         state, _ = run_ticks(state, forward_in, _channel0(error, m))  # learn
-        return state, (-log_probs[y], (jnp.argmax(logits) == y).astype(logits.dtype))
+        return state, logits
 
-    _, (losses, correct) = lax.scan(step, state, (inputs, labels))
-    return losses, correct
+    _, logits = lax.scan(step, state, (inputs, labels))
+    return logits
+
+
+def online_metrics(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-step cross-entropy and correctness of online predictions f32[T, C], i32[T]."""
+    log_probs = jax.nn.log_softmax(logits)
+    losses = -jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
+    return losses, (jnp.argmax(logits, axis=1) == labels).astype(logits.dtype)
+
+
+def online_episode(
+    meta: dict,
+    key: jax.Array,
+    inputs: jax.Array,
+    labels: jax.Array,
+    *,
+    num_classes: int,
+    config: VSMLConfig | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """``online_logits`` scored: ``(losses f32[T], correct f32[T])``, the fitness to minimise."""
+    logits = online_logits(meta, key, inputs, labels, num_classes=num_classes, config=config)
+    return online_metrics(logits, labels)
+
+
+def online_sgd_logits(
+    inputs: jax.Array, labels: jax.Array, *, num_classes: int, lr: float | jax.Array
+) -> jax.Array:
+    """The reference learner: online SGD on ``logits = mean_i x_i w_ij`` from ``w = 0``.
+
+    Each step predicts, then applies ``w_ij -= lr x_i e_j`` with the cross-entropy
+    error ``e = softmax(logits) - onehot(y)``: the update backprop computes for
+    this layer (scaled by ``n_in``). Same interface and parametrisation as the
+    VS-ML layer, so the two can be compared step by step.
+
+    Returns:
+      logits f32[T, num_classes], each computed before its label was shown.
+    """
+    n_in = inputs.shape[1]
+
+    def step(w, example):
+        x, y = example
+        logits = x @ w / n_in
+        error = jax.nn.softmax(logits) - jax.nn.one_hot(y, num_classes, dtype=logits.dtype)
+        return w - lr * jnp.outer(x, error), logits
+
+    _, logits = lax.scan(step, jnp.zeros((n_in, num_classes), inputs.dtype), (inputs, labels))
+    return logits
+
+
+def imitation_loss(
+    meta: dict,
+    key: jax.Array,
+    inputs: jax.Array,
+    labels: jax.Array,
+    *,
+    num_classes: int,
+    lr: float | jax.Array,
+    config: VSMLConfig | None = None,
+) -> jax.Array:
+    """Meta-loss for learning "backprop in forward mode" by regression.
+
+    Runs the VS-ML layer and online SGD (``online_sgd_logits``) on the same
+    stream, each driven by its own errors, and returns the mean squared
+    difference of their predictions, a scalar. At zero the meta-parameters
+    implement online SGD with learning rate ``lr``.
+    """
+    vsml_logits = online_logits(meta, key, inputs, labels, num_classes=num_classes, config=config)
+    sgd_logits = online_sgd_logits(inputs, labels, num_classes=num_classes, lr=lr)
+    return jnp.mean((vsml_logits - sgd_logits) ** 2)
 
 
 def check_episode_length(length: int, available: int) -> None:

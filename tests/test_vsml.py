@@ -46,17 +46,73 @@ def _online_sgd(xs, ys, n_out, lr):
     return np.array(losses)
 
 
+def _digit_stream(length: int = 60):
+    data = load_digits(seed=0)
+    xs = jnp.asarray(data.train_x[:length].reshape(length, -1)[:, ::4])  # 16 real pixel inputs
+    return xs, jnp.asarray(data.train_y[:length] % 5)
+
+
 @pytest.mark.parametrize("lr", [0.05, 0.5], ids=["lr0.05", "lr0.5"])
 def test_handset_lstm_reproduces_online_sgd(lr):
-    data = load_digits(seed=0)
-    xs = jnp.asarray(data.train_x[:60].reshape(60, -1)[:, ::4])  # 16 real pixel inputs
-    ys = jnp.asarray(data.train_y[:60] % 5)
+    xs, ys = _digit_stream()
     meta = vsml.sgd_handset_meta_params(lr=lr)
     losses, _ = vsml.online_episode(meta, jax.random.key(0), xs, ys, num_classes=5)
     reference = _online_sgd(xs, ys, 5, lr)
     np.testing.assert_allclose(losses, reference, rtol=2e-3, atol=2e-4)
     # It really learns: the losses move far more than the two differ.
     assert np.abs(reference - np.log(5)).max() > 10 * np.abs(losses - reference).max()
+
+
+def test_online_sgd_logits_are_online_sgd():
+    xs, ys = _digit_stream()
+    logits = vsml.online_sgd_logits(xs, ys, num_classes=5, lr=0.5)
+    losses, _ = vsml.online_metrics(logits, ys)
+    np.testing.assert_allclose(losses, _online_sgd(xs, ys, 5, 0.5), rtol=1e-5, atol=1e-6)
+
+
+def test_imitation_loss_is_zero_only_for_a_cell_that_runs_sgd():
+    xs, ys = _digit_stream()
+    handset = vsml.sgd_handset_meta_params(lr=0.5)
+    random = vsml.init_meta_params(jax.random.key(0))
+
+    def loss(meta, lr):
+        return float(vsml.imitation_loss(meta, jax.random.key(1), xs, ys, num_classes=5, lr=lr))
+
+    assert loss(handset, 0.5) < 1e-5
+    assert loss(handset, 2.0) > 100 * loss(
+        handset, 0.5
+    )  # a different learning rate is not imitated
+    assert loss(random, 0.5) > 100 * loss(handset, 0.5)
+
+
+def test_regression_steps_lower_the_imitation_loss():
+    data = load_digits(seed=0)
+    features = data.train_x.reshape(len(data.train_x), -1)
+    rng = np.random.default_rng(0)
+    tasks = [
+        vsml.sample_task(rng, features, data.train_y, num_classes=3, length=20, n_in=8)
+        for _ in range(4)
+    ]
+    xs, ys = jnp.stack([t[0] for t in tasks]), jnp.stack([t[1] for t in tasks])
+    config = vsml.VSMLConfig(message_size=4, state_size=8)
+
+    def meta_loss(meta):
+        return jax.vmap(
+            lambda x, y: vsml.imitation_loss(
+                meta, jax.random.key(1), x, y, num_classes=3, lr=1.0, config=config
+            )
+        )(xs, ys).mean()
+
+    meta = vsml.init_meta_params(jax.random.key(0), config)
+    optimizer = optax.adam(3e-2)
+    state = optimizer.init(meta)
+    step = jax.jit(jax.value_and_grad(meta_loss))
+    start, _ = step(meta)
+    for _ in range(40):
+        _, grads = step(meta)
+        updates, state = optimizer.update(grads, state)
+        meta = optax.apply_updates(meta, updates)
+    assert float(meta_loss(meta)) < 0.5 * float(start)
 
 
 def test_few_es_meta_steps_lower_the_meta_loss():
