@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: the same in terminals, notebooks and CI logs
 
 from esmeta_core import es, protonet, sharding
 from esmeta_core.configs import TrainConfig, es_config, validate

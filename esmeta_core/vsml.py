@@ -134,6 +134,11 @@ def _channel0(values: jax.Array, m: int) -> jax.Array:
     return jnp.zeros((values.shape[0], m), values.dtype).at[:, 0].set(values)
 
 
+def output_error(logits: jax.Array, label: jax.Array, num_classes: int) -> jax.Array:
+    """The backward signal: d cross-entropy / d logits = ``softmax(logits) - onehot(label)``."""
+    return jax.nn.softmax(logits) - jax.nn.one_hot(label, num_classes, dtype=logits.dtype)
+
+
 def online_logits(
     meta: dict,
     key: jax.Array,
@@ -174,7 +179,7 @@ def online_logits(
         forward_in = _channel0(x, m)
         state, out = run_ticks(state, forward_in, zero_back)  # predict
         logits = out[:, 0]
-        error = jax.nn.softmax(logits) - jax.nn.one_hot(y, num_classes, dtype=logits.dtype)
+        error = output_error(logits, y, num_classes)
         state, _ = run_ticks(state, forward_in, _channel0(error, m))  # learn
         return state, logits
 
@@ -221,8 +226,7 @@ def online_sgd_logits(
     def step(w, example):
         x, y = example
         logits = x @ w / n_in
-        error = jax.nn.softmax(logits) - jax.nn.one_hot(y, num_classes, dtype=logits.dtype)
-        return w - lr * jnp.outer(x, error), logits
+        return w - lr * jnp.outer(x, output_error(logits, y, num_classes)), logits
 
     _, logits = lax.scan(step, jnp.zeros((n_in, num_classes), inputs.dtype), (inputs, labels))
     return logits

@@ -105,6 +105,27 @@ def main() -> None:
                     f"{r['compiled_temp_kib']:.0f} |"
                 )
 
+    vsml = _load("vsml/generalisation.json")
+    if vsml and "imitation_loss" in vsml:
+        print(
+            f"\n## VS-ML: meta-trained on Omniglot, tested on unseen digits (`{vsml['command']}`, "
+            f"{vsml['seeds']} seeds, {vsml['wall_s'] / 60:.1f} min)\n"
+        )
+        print("| learner | digits (unseen), last 10 of 50 | Omniglot, last 10 of 50 |")
+        print("| --- | --- | --- |")
+        for name, r in vsml["learners"].items():
+            per_seed = r["digits_final_accuracy_per_seed"]
+            spread = f" +- {100 * _std(per_seed):.1f}" if len(per_seed) > 1 else ""
+            print(
+                f"| {name} | {100 * r['digits_final_accuracy']:.1f}{spread} % | "
+                f"{100 * r['omniglot_final_accuracy']:.1f} % |"
+            )
+
+
+def _std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
 
 if __name__ == "__main__":
     main()

@@ -63,6 +63,18 @@ def test_handset_lstm_reproduces_online_sgd(lr):
     assert np.abs(reference - np.log(5)).max() > 10 * np.abs(losses - reference).max()
 
 
+def _digit_tasks(length: int, count: int = 4):
+    """``count`` 3-way digits tasks of 8 inputs: f32[count, length, 8], i32[count, length]."""
+    data = load_digits(seed=0)
+    features = data.train_x.reshape(len(data.train_x), -1)
+    rng = np.random.default_rng(0)
+    tasks = [
+        vsml.sample_task(rng, features, data.train_y, num_classes=3, length=length, n_in=8)
+        for _ in range(count)
+    ]
+    return jnp.stack([t[0] for t in tasks]), jnp.stack([t[1] for t in tasks])
+
+
 def test_online_sgd_logits_are_online_sgd():
     xs, ys = _digit_stream()
     logits = vsml.online_sgd_logits(xs, ys, num_classes=5, lr=0.5)
@@ -86,14 +98,7 @@ def test_imitation_loss_is_zero_only_for_a_cell_that_runs_sgd():
 
 
 def test_regression_steps_lower_the_imitation_loss():
-    data = load_digits(seed=0)
-    features = data.train_x.reshape(len(data.train_x), -1)
-    rng = np.random.default_rng(0)
-    tasks = [
-        vsml.sample_task(rng, features, data.train_y, num_classes=3, length=20, n_in=8)
-        for _ in range(4)
-    ]
-    xs, ys = jnp.stack([t[0] for t in tasks]), jnp.stack([t[1] for t in tasks])
+    xs, ys = _digit_tasks(length=20)
     config = vsml.VSMLConfig(message_size=4, state_size=8)
 
     def meta_loss(meta):
@@ -116,14 +121,7 @@ def test_regression_steps_lower_the_imitation_loss():
 
 
 def test_few_es_meta_steps_lower_the_meta_loss():
-    data = load_digits(seed=0)
-    features = data.train_x.reshape(len(data.train_x), -1)
-    rng = np.random.default_rng(0)
-    tasks = [
-        vsml.sample_task(rng, features, data.train_y, num_classes=3, length=30, n_in=8)
-        for _ in range(4)
-    ]
-    xs, ys = jnp.stack([t[0] for t in tasks]), jnp.stack([t[1] for t in tasks])
+    xs, ys = _digit_tasks(length=30)
     config = vsml.VSMLConfig(message_size=4, state_size=8)
 
     def meta_loss(meta, xs, ys):
