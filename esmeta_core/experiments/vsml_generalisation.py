@@ -435,14 +435,16 @@ def plot(results: dict[str, Any], out: str | Path | None = None):
     colours = {name: f"C{k}" for k, name in enumerate(results["learners"])}
     for name, histories in results["meta_training"].items():
         for k, h in enumerate(histories):
+            window = max(1, len(h) // 25)  # running mean: ES losses are noisy
+            smooth = np.convolve(h, np.ones(window) / window, mode="valid")
             ax_meta.plot(
-                np.arange(1, len(h) + 1), h, color=colours[name], alpha=0.6,
+                np.arange(window, len(h) + 1), smooth, color=colours[name], alpha=0.7,
                 label=name if k == 0 else None,
             )  # fmt: skip
     ax_meta.set(
         xscale="log",
         xlabel="meta-training step (ES or Adam)",
-        ylabel="online cross-entropy (Omniglot)",
+        ylabel="online cross-entropy (Omniglot), running mean",
     )
     ax_meta.axhline(np.log(WAY), color="grey", lw=0.8, label="chance")
     ax_meta.legend(fontsize=7)
