@@ -41,6 +41,9 @@ from esmeta_core.data.digits import load_digits
 
 WAY, LENGTH, N_IN = 5, 50, 16
 CONFIG = vsml.VSMLConfig(message_size=8, state_size=16, ticks=1)
+IMITATION = "VS-ML, SGD imitation by regression"
+IMITATION_ES = "VS-ML, SGD imitation by ES"
+BACKPROP_PANEL = ("online SGD (tuned lr)", "VS-ML, hand-set to SGD", IMITATION, IMITATION_ES)
 RNN_HIDDEN = 128  # the meta-RNN's state size in the paper's public configuration
 
 
@@ -162,10 +165,20 @@ def meta_train(
     lr: float = 0.03,
     sigma: float = 0.05,
     desc: str = "ES meta-training",
+    fitness: str = "learner",
 ):
-    """ES meta-training of ``params`` on mean online cross-entropy; returns params and losses."""
+    """ES meta-training of ``params``; returns params and per-step mean fitness.
 
-    meta_loss = mean_over_tasks(lambda params, k, x, y: learner(params, k, x, y)[0].mean())
+    With ``fitness="learner"`` the fitness is the mean online cross-entropy of
+    ``learner(params, key, x, y) -> (losses, correct)``; with ``"value"``,
+    ``learner(params, key, x, y)`` already is the scalar fitness of one task.
+    """
+    if fitness == "learner":
+        meta_loss = mean_over_tasks(lambda params, k, x, y: learner(params, k, x, y)[0].mean())
+    elif fitness == "value":
+        meta_loss = mean_over_tasks(learner)
+    else:
+        raise ValueError(f"fitness must be 'learner' or 'value', got {fitness!r}")
     grad_fn = es.make_es_grad(
         meta_loss, config=es.ESConfig(population=population, sigma=sigma, chunk_size=8)
     )
@@ -244,6 +257,7 @@ def run(
     regression_steps: int = 1000,
     regression_tasks: int = 8,
     meta_rnn_steps: int = 5000,
+    imitation_es_steps: int = 300,
     finetune_lr: float = 0.003,
     finetune_sigma: float = 0.02,
     test_tasks: int = 200,
@@ -254,7 +268,8 @@ def run(
     every ES-trained learner); ``regression_steps``/``regression_tasks`` the
     gradient budget of the SGD-imitating VS-ML; ``meta_rnn_steps`` that of the
     meta-RNN trained by gradient descent (more steps: it stays on the chance
-    plateau for the first thousand or so). ES started from the imitating cell
+    plateau for the first thousand or so); ``imitation_es_steps`` the ES budget for
+    learning the same imitation as the regression (no gradients). ES started from the imitating cell
     fine-tunes it with the smaller ``finetune_lr`` and ``finetune_sigma``. Every
     meta-trained learner is run with ``seeds`` seeds.
     """
@@ -310,12 +325,29 @@ def run(
         )
         imitators.append(meta)
         imitation_histories.append(history)
-    record("VS-ML, learned to imitate SGD", vsml_learner, imitators)
+    record(IMITATION, vsml_learner, imitators)
     results["imitation_loss"] = imitation_histories
+
+    imitation_by_es = [
+        meta_train(
+            imitation,
+            vsml.init_meta_params(jax.random.key(seed), CONFIG),
+            omniglot,
+            seed=seed,
+            steps=imitation_es_steps,
+            population=population,
+            tasks_per_step=tasks_per_step,
+            desc=f"VS-ML imitating SGD by ES, seed {seed}",
+            fitness="value",
+        )
+        for seed in range(seeds)
+    ]
+    record(IMITATION_ES, vsml_learner, [p for p, _ in imitation_by_es])
+    results["imitation_loss_es"] = [h for _, h in imitation_by_es]
 
     es_runs = (  # name, learner, initial params, (Adam lr, sigma)
         (
-            "VS-ML, imitation then ES",
+            "VS-ML, regression imitation + ES",
             vsml_learner,
             lambda seed: imitators[seed],
             (finetune_lr, finetune_sigma),
@@ -382,6 +414,7 @@ def run(
         regression_steps=regression_steps,
         regression_tasks=regression_tasks,
         meta_rnn_steps=meta_rnn_steps,
+        imitation_es_steps=imitation_es_steps,
         finetune_lr=finetune_lr,
         finetune_sigma=finetune_sigma,
         test_tasks=test_tasks,
@@ -395,13 +428,6 @@ def run(
     (out_dir / "generalisation.json").write_text(json.dumps(results, indent=1))
     plot(results, out_dir / "generalisation.png")
     return results
-
-
-BACKPROP_PANEL = (
-    "online SGD (tuned lr)",
-    "VS-ML, hand-set to SGD",
-    "VS-ML, learned to imitate SGD",
-)
 
 
 def plot_curves(ax, results: dict[str, Any], names, window: int = 5) -> None:
