@@ -22,6 +22,11 @@ message of output unit ``j`` (channel 0 carries the error signal). Messages
 have ``message_size`` channels, cell states ``state_size`` numbers. The number of
 meta-parameters does not depend on ``n_in`` or ``n_out``.
 
+Deeper networks (``VSMLConfig.hidden``) stack such layers, all running the same
+LSTM: each tick sweeps the layers bottom to top, layer ``k`` reading the forward
+messages of layer ``k - 1`` (all channels) and the backward messages that layer
+``k + 1`` sent on the previous tick.
+
 Online learning (batch size 1): for each example the layer first *predicts*
 (ticks with the input and a zero backward message; the logits are channel 0 of
 the forward messages), then *learns* (ticks with the input and the error
@@ -39,11 +44,18 @@ from jax import lax
 
 
 class VSMLConfig(NamedTuple):
-    """Sizes of the VS-ML layer: message channels, LSTM state, micro-ticks per phase."""
+    """Sizes of the VS-ML network.
+
+    ``message_size`` channels per message, ``state_size`` numbers per LSTM cell,
+    ``ticks`` micro-ticks per phase, and the widths of ``hidden`` VS-ML layers
+    between the inputs and the outputs (``()``: one layer). Every layer runs the
+    same shared LSTM.
+    """
 
     message_size: int = 8
     state_size: int = 16
     ticks: int = 1
+    hidden: tuple[int, ...] = ()
 
 
 class VSMLState(NamedTuple):
@@ -64,6 +76,8 @@ def validate_config(config: VSMLConfig) -> None:
         raise ValueError(f"state_size must be >= 1, got {config.state_size}.")
     if config.ticks < 1:
         raise ValueError(f"ticks (micro-ticks per phase) must be >= 1, got {config.ticks}.")
+    if any(width < 1 for width in config.hidden):
+        raise ValueError(f"hidden layer widths must be >= 1, got {config.hidden}.")
 
 
 def init_meta_params(key: jax.Array, config: VSMLConfig | None = None) -> dict[str, jax.Array]:
@@ -163,27 +177,44 @@ def online_logits(
     """
     config = VSMLConfig() if config is None else config
     m = config.message_size
-    state = init_state(key, meta, inputs.shape[1], num_classes, config)
+    widths = (inputs.shape[1], *config.hidden, num_classes)
+    # Layer k's cells start from init_state; layer 0 uses `key`, deeper ones fold_in(key, k).
+    states = tuple(
+        init_state(key if k == 0 else jax.random.fold_in(key, k), meta, n_in, n_out, config)
+        for k, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True))
+    )
+    # backward messages between layers, from the previous tick: into layer k from k + 1
+    between = tuple(jnp.zeros((width, m), inputs.dtype) for width in config.hidden)
     zero_back = jnp.zeros((num_classes, m), inputs.dtype)
 
-    def run_ticks(state, forward_in, backward_in):
-        def body(_, carry):
-            state, _ = carry
-            state, out, _ = tick(meta, state, forward_in, backward_in)
-            return state, out
+    def network_tick(carry, forward_in, backward_in):
+        """One tick of every layer, bottom to top; the top layer reads ``backward_in``."""
+        states, between = carry
+        new_states, backward_out = [], []
+        for k, layer_state in enumerate(states):
+            back = backward_in if k == len(states) - 1 else between[k]
+            new_state, forward_in, back_out = tick(meta, layer_state, forward_in, back)
+            new_states.append(new_state)
+            backward_out.append(back_out)
+        return (tuple(new_states), tuple(backward_out[1:])), forward_in
 
-        return lax.fori_loop(0, config.ticks, body, (state, zero_back))
+    def run_ticks(carry, forward_in, backward_in):
+        def body(_, carry_out):
+            carry, _ = carry_out
+            return network_tick(carry, forward_in, backward_in)
 
-    def step(state, example):
+        return lax.fori_loop(0, config.ticks, body, (carry, zero_back))
+
+    def step(carry, example):
         x, y = example
         forward_in = _channel0(x, m)
-        state, out = run_ticks(state, forward_in, zero_back)  # predict
+        carry, out = run_ticks(carry, forward_in, zero_back)  # predict
         logits = out[:, 0]
         error = output_error(logits, y, num_classes)
-        state, _ = run_ticks(state, forward_in, _channel0(error, m))  # learn
-        return state, logits
+        carry, _ = run_ticks(carry, forward_in, _channel0(error, m))  # learn
+        return carry, logits
 
-    _, logits = lax.scan(step, state, (inputs, labels))
+    _, logits = lax.scan(step, (states, between), (inputs, labels))
     return logits
 
 

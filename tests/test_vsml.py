@@ -31,6 +31,19 @@ def test_same_meta_params_run_layers_of_any_size():
     assert count < 5000
 
 
+def test_same_meta_params_run_networks_with_hidden_layers():
+    meta = vsml.init_meta_params(jax.random.key(0))
+    for n_in, hidden, n_out in ((16, (8,), 5), (64, (32, 16), 10)):
+        config = vsml.VSMLConfig(hidden=hidden, ticks=2)
+        x = jax.random.normal(jax.random.key(2), (6, n_in))
+        y = jnp.arange(6) % n_out
+        logits = vsml.online_logits(meta, jax.random.key(1), x, y, num_classes=n_out, config=config)
+        assert logits.shape == (6, n_out) and bool(jnp.isfinite(logits).all())
+        # the inputs reach the outputs through every layer
+        other = vsml.online_logits(meta, jax.random.key(1), -x, y, num_classes=n_out, config=config)
+        assert float(jnp.abs(other - logits).max()) > 1e-6
+
+
 def _online_sgd(xs, ys, n_out, lr):
     """Online SGD on logits = mean_i x_i w_ij (w starts at 0), loss before each update."""
     w = np.zeros((xs.shape[1], n_out))
@@ -168,8 +181,9 @@ def test_same_meta_gradient_on_1_and_8_devices(tmp_path):
         (vsml.VSMLConfig(message_size=1), "message_size must be >= 2"),
         (vsml.VSMLConfig(ticks=0), "ticks"),
         (vsml.VSMLConfig(state_size=0), "state_size must be >= 1"),
+        (vsml.VSMLConfig(hidden=(8, 0)), "hidden layer widths must be >= 1"),
     ],
-    ids=["message-size-1", "zero-ticks", "zero-state"],
+    ids=["message-size-1", "zero-ticks", "zero-state", "empty-hidden-layer"],
 )
 def test_bad_config_is_rejected(config, match):
     with pytest.raises(ValueError, match=match):
