@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,12 @@ from esmeta_core import es, vsml
 from esmeta_core.data import load_split
 from esmeta_core.data.digits import load_digits
 
+Pool = tuple[np.ndarray, np.ndarray]  # features f32[n, d], class labels int[n]
+# (params, key, x f32[T, n_in], y i32[T]) -> (losses f32[T], correct f32[T])
+Learner = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+# (params, key, x f32[T, n_in], y i32[T]) -> scalar loss of one task
+TaskLoss = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
+
 WAY, LENGTH, N_IN = 5, 50, 16
 CONFIG = vsml.VSMLConfig(message_size=8, state_size=16, ticks=1)
 IMITATION = "VS-ML, SGD imitation by regression"
@@ -47,7 +54,7 @@ BACKPROP_PANEL = ("online SGD (tuned lr)", "VS-ML, hand-set to SGD", IMITATION, 
 RNN_HIDDEN = 128  # the meta-RNN's state size in the paper's public configuration
 
 
-def omniglot_pool() -> tuple[np.ndarray, np.ndarray]:
+def omniglot_pool() -> Pool:
     """Meta-training data: f32[n, 784] images and class labels (Vinyals train, rotation 0)."""
     split = load_split("train")
     keep = np.flatnonzero(split.rotations == 0)
@@ -57,12 +64,12 @@ def omniglot_pool() -> tuple[np.ndarray, np.ndarray]:
     return features, labels
 
 
-def digits_pool() -> tuple[np.ndarray, np.ndarray]:
+def digits_pool() -> Pool:
     data = load_digits(seed=0, val_fraction=0.0, test_fraction=0.0)
     return data.train_x.reshape(len(data.train_x), -1), data.train_y
 
 
-def task_batch(rng, pool, count: int) -> tuple[jax.Array, jax.Array]:
+def task_batch(rng: np.random.Generator, pool: Pool, count: int) -> tuple[jax.Array, jax.Array]:
     tasks = [
         vsml.sample_task(rng, *pool, num_classes=WAY, length=LENGTH, n_in=N_IN)
         for _ in range(count)
@@ -74,7 +81,9 @@ def task_batch(rng, pool, count: int) -> tuple[jax.Array, jax.Array]:
 # Learners: each maps (params, key, x f32[T, n_in], y i32[T]) -> (losses f32[T], correct f32[T]).
 
 
-def vsml_learner(meta, key, x, y):
+def vsml_learner(
+    meta: dict, key: jax.Array, x: jax.Array, y: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     return vsml.online_episode(meta, key, x, y, num_classes=WAY, config=CONFIG)
 
 
@@ -88,7 +97,9 @@ def init_meta_rnn(key: jax.Array) -> dict[str, jax.Array]:
     }
 
 
-def meta_rnn_learner(params, key, x, y):
+def meta_rnn_learner(
+    params: dict, key: jax.Array, x: jax.Array, y: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """An LSTM that sees x_t and the one-hot label of x_{t-1}, and predicts y_t."""
     del key
     previous = jnp.concatenate([jnp.zeros((1, WAY)), jax.nn.one_hot(y[:-1], WAY)])
@@ -108,7 +119,7 @@ def meta_rnn_learner(params, key, x, y):
     return losses, correct
 
 
-def linear_learner(optimizer: optax.GradientTransformation):
+def linear_learner(optimizer: optax.GradientTransformation) -> Learner:
     """Online training of logits = x W + b from zero, one example at a time."""
 
     def learner(_params, key, x, y):
@@ -132,14 +143,16 @@ def linear_learner(optimizer: optax.GradientTransformation):
     return learner
 
 
-def curves(learner, params, xs, ys, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def curves(
+    learner: Learner, params: Any, xs: jax.Array, ys: jax.Array, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean online loss and accuracy against examples seen, over a batch of tasks."""
     keys = jax.random.split(jax.random.key(seed), xs.shape[0])
     losses, correct = jax.jit(jax.vmap(lambda k, x, y: learner(params, k, x, y)))(keys, xs, ys)
     return np.asarray(losses.mean(0)), np.asarray(correct.mean(0))
 
 
-def mean_over_tasks(task_loss):
+def mean_over_tasks(task_loss: TaskLoss) -> Callable[..., jax.Array]:
     """Lifts ``task_loss(params, key, x, y) -> scalar`` to ``(params, xs, ys, key) -> mean``.
 
     ``xs`` f32[tasks, T, n_in] and ``ys`` i32[tasks, T] are a batch of tasks; each
@@ -154,9 +167,9 @@ def mean_over_tasks(task_loss):
 
 
 def meta_train(
-    learner,
-    params,
-    pool,
+    learner: Learner | TaskLoss,
+    params: Any,
+    pool: Pool,
     *,
     seed: int,
     steps: int,
@@ -166,7 +179,7 @@ def meta_train(
     sigma: float = 0.05,
     desc: str = "ES meta-training",
     fitness: str = "learner",
-):
+) -> tuple[Any, list[float]]:
     """ES meta-training of ``params``; returns params and per-step mean fitness.
 
     With ``fitness="learner"`` the fitness is the mean online cross-entropy of
@@ -197,16 +210,16 @@ def meta_train(
 
 
 def gradient_meta_train(
-    task_loss,
-    params,
-    pool,
+    task_loss: TaskLoss,
+    params: Any,
+    pool: Pool,
     *,
     seed: int,
     steps: int,
     tasks_per_step: int,
     lr: float = 3e-3,
     desc: str = "gradient meta-training",
-):
+) -> tuple[Any, list[float]]:
     """Adam on ``jax.grad`` of ``task_loss(params, key, x, y)`` averaged over sampled tasks.
 
     Gradients are clipped to global norm 1 (backprop through a 50-step episode).
@@ -241,7 +254,11 @@ def _training_loop(update, params, opt_state, pool, *, seed, steps, tasks_per_st
     return params, history
 
 
-def tune_lr(make_optimizer, pool, grid=(0.01, 0.03, 0.1, 0.3, 1.0)) -> float:
+def tune_lr(
+    make_optimizer: Callable[[float], optax.GradientTransformation],
+    pool: Pool,
+    grid: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
+) -> float:
     xs, ys = task_batch(np.random.default_rng(123), pool, 64)
     scores = {lr: curves(linear_learner(make_optimizer(lr)), None, xs, ys)[0].mean() for lr in grid}
     return min(scores, key=scores.get)
@@ -430,7 +447,7 @@ def run(
     return results
 
 
-def plot_curves(ax, results: dict[str, Any], names, window: int = 5) -> None:
+def plot_curves(ax: Any, results: dict[str, Any], names: Sequence[str], window: int = 5) -> None:
     """Online digits accuracy against examples seen (moving average), mean +- std over seeds."""
     colours = {name: f"C{k}" for k, name in enumerate(results["learners"])}
     for name in names:
@@ -448,7 +465,7 @@ def plot_curves(ax, results: dict[str, Any], names, window: int = 5) -> None:
     ax.legend(fontsize=7)
 
 
-def plot(results: dict[str, Any], out: str | Path | None = None):
+def plot(results: dict[str, Any], out: str | Path | None = None) -> Any:
     """Three panels: backprop in forward mode, generalisation to digits, meta-training."""
     import matplotlib.pyplot as plt
 
