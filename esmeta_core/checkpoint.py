@@ -28,6 +28,7 @@ from esmeta_core.configs import TrainConfig
 CHECKPOINTS = "checkpoints"  # the folder of orbax steps inside a workdir
 LEGACY_CHECKPOINT = "checkpoint.msgpack"  # the format before orbax; refused
 KEEP = 3  # checkpoints kept per run (the newest ones)
+ITEMS = ("params", "opt_state")  # stored separately: evaluation restores only the parameters
 
 
 class TrainState(NamedTuple):
@@ -56,17 +57,16 @@ def manager(workdir: str | Path, *, keep: int = KEEP) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=False
     )
+    handlers = {name: ocp.StandardCheckpointHandler() for name in ITEMS}
     return ocp.CheckpointManager(
-        Path(workdir).absolute() / CHECKPOINTS,
-        options=options,
-        item_handlers=ocp.StandardCheckpointHandler(),
+        Path(workdir).absolute() / CHECKPOINTS, options=options, item_handlers=handlers
     )
 
 
 def save(checkpoints: ocp.CheckpointManager, state: TrainState) -> None:
     """Writes ``state`` as step ``state.step``; every process calls it with the same state."""
-    items = {"params": state.params, "opt_state": state.opt_state}
-    checkpoints.save(state.step, args=ocp.args.StandardSave(items))
+    items = {name: ocp.args.StandardSave(getattr(state, name)) for name in ITEMS}
+    checkpoints.save(state.step, args=ocp.args.Composite(**items))
 
 
 def latest_step(workdir: str | Path) -> int | None:
@@ -95,7 +95,8 @@ def restore(workdir: str | Path, template: TrainState) -> TrainState:
     Args:
       workdir: a run's workdir.
       template: a state of the same model and optimizer (e.g. a fresh one); its
-        leaves' shapes, dtypes and shardings are those restored.
+        leaves' shapes, dtypes and shardings are those restored. With
+        ``opt_state=None`` only the parameters are read (for evaluation).
 
     Raises:
       FileNotFoundError: no checkpoint in ``workdir``.
@@ -107,7 +108,7 @@ def restore(workdir: str | Path, template: TrainState) -> TrainState:
     if step is None:
         raise FileNotFoundError(f"No checkpoint in {workdir}: train first (esmeta train).")
     path = workdir / CHECKPOINTS / str(step)
-    target = {"params": template.params, "opt_state": template.opt_state}
+    names = [name for name in ITEMS if getattr(template, name) is not None]
     want = jax.tree.map(lambda x: tuple(x.shape), template.params)
     with manager(workdir) as checkpoints:
         try:
@@ -121,12 +122,16 @@ def restore(workdir: str | Path, template: TrainState) -> TrainState:
                 f"asks for: checkpoint conv shapes {jax.tree.leaves(got)[:2]}, expected "
                 f"{jax.tree.leaves(want)[:2]}."
             )
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        abstract = {
+            name: jax.tree.map(ocp.utils.to_shape_dtype_struct, getattr(template, name))
+            for name in names
+        }
+        args = ocp.args.Composite(**{n: ocp.args.StandardRestore(a) for n, a in abstract.items()})
         try:
-            items = checkpoints.restore(step, args=ocp.args.StandardRestore(abstract))
+            items = checkpoints.restore(step, args=args)
         except Exception as e:
             raise _unreadable(path, e) from e
-    return TrainState(step, items["params"], items["opt_state"])
+    return TrainState(step, items["params"], items["opt_state"] if "opt_state" in names else None)
 
 
 def _unreadable(path: Path, error: Exception) -> ValueError:

@@ -19,16 +19,13 @@ ends with the same parameters as one that was never interrupted.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 from tqdm import tqdm  # plain text bars: the same in terminals, notebooks and CI logs
 
@@ -36,17 +33,10 @@ from esmeta_core import checkpoint, es, protonet, sharding
 from esmeta_core.checkpoint import TrainState
 from esmeta_core.configs import TrainConfig, es_config, validate
 from esmeta_core.data import Episode, load_split, sample_episodes
+from esmeta_core.evaluation import Evaluation, evaluate
 from esmeta_core.report import provenance
 
 METRICS = "metrics.jsonl"
-
-
-class Evaluation(NamedTuple):
-    """Accuracy over test episodes: mean, half-width of the 95 % CI, and count."""
-
-    accuracy: float
-    ci95: float
-    episodes: int
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -116,47 +106,6 @@ def make_train_step(
 
 
 # ----------------------------------------------------------------------------
-# Evaluation.
-
-
-@functools.partial(jax.jit, static_argnames=("model", "way"))
-def _batch_accuracy(model, params, episodes, *, way):
-    return jax.vmap(lambda e: protonet.episode_loss_and_accuracy(model, params, e, way=way)[1])(
-        episodes
-    )
-
-
-def evaluate(
-    model: protonet.Conv4,
-    params: Any,
-    images: np.ndarray,
-    *,
-    way: int,
-    shot: int,
-    query: int = 15,
-    episodes: int = 1000,
-    seed: int = 1234,
-    batch: int = 50,
-    progress: bool = False,
-) -> Evaluation:
-    """Mean accuracy over ``episodes`` test episodes, with a 95 % normal CI.
-
-    Episodes are drawn from ``(seed, i)``, so every model is tested on the same ones.
-    """
-    query = min(query, images.shape[1] - shot)
-    accuracies = []
-    for i in tqdm(
-        range(0, episodes, batch), desc=f"eval {way}w{shot}s", disable=not progress, leave=False
-    ):
-        n = min(batch, episodes - i)
-        eps = sample_episodes(images, seed=seed, step=i, batch=n, way=way, shot=shot, query=query)
-        accuracies.append(np.asarray(_batch_accuracy(model, params, eps, way=way)))
-    acc = np.concatenate(accuracies)
-    ci95 = 1.96 * acc.std(ddof=1) / np.sqrt(len(acc)) if len(acc) > 1 else float("nan")
-    return Evaluation(float(acc.mean()), float(ci95), len(acc))
-
-
-# ----------------------------------------------------------------------------
 # Prepare or resume, the loop, the test.
 
 
@@ -200,7 +149,9 @@ def train_loop(
     train_step = make_train_step(config, protonet.Conv4(config.width), mesh)
     start, wall0 = state.step, time.perf_counter()
     desc = f"{config.method} {config.way}w{config.shot}s"
-    bar = tqdm(total=config.steps, initial=start, desc=desc, disable=not progress)
+    bar = tqdm(
+        total=config.steps, initial=start, desc=desc, disable=not progress, dynamic_ncols=True
+    )
     with (workdir / METRICS).open("a") as log, checkpoint.manager(workdir) as checkpoints:
         while state.step < config.steps:
             episodes = sample_episodes(
@@ -226,7 +177,11 @@ def train_loop(
                 )
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-                bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
+                bar.set_postfix(
+                    loss=f"{record['loss']:.3f}",
+                    acc=f"{record['accuracy']:.3f}",
+                    ep_s=f"{record['episodes_per_s']:.2f}",
+                )
             if done % config.checkpoint_every == 0 or done == config.steps:
                 checkpoint.save(checkpoints, state)
             bar.update(1)
@@ -234,6 +189,19 @@ def train_loop(
                 on_step(done)
     bar.close()
     return state, time.perf_counter() - wall0
+
+
+def final_evaluation(config: TrainConfig, params: Any, *, progress: bool = False) -> Evaluation:
+    """The run's test: ``eval_episodes`` ``way``-way ``shot``-shot episodes of ``eval_split``."""
+    return evaluate(
+        protonet.Conv4(config.width),
+        params,
+        load_split(config.eval_split).images,
+        way=config.way,
+        shot=config.shot,
+        episodes=config.eval_episodes,
+        progress=progress,
+    )
 
 
 def train_and_evaluate(
@@ -260,17 +228,7 @@ def train_and_evaluate(
         config, state, mesh=mesh, workdir=workdir, progress=progress, on_step=on_step
     )
     params = sharding.to_host(state.params)
-    model = protonet.Conv4(config.width)
-    images = load_split(config.eval_split).images
-    result = evaluate(
-        model,
-        params,
-        images,
-        way=config.way,
-        shot=config.shot,
-        episodes=config.eval_episodes,
-        progress=progress,
-    )
+    result = final_evaluation(config, params, progress=progress)
     summary = {
         "config": config.to_json(),
         **provenance(),
@@ -282,96 +240,3 @@ def train_and_evaluate(
     }
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def evaluate_checkpoint(
-    workdir: str | Path,
-    *,
-    settings: tuple[tuple[int, int], ...] = ((5, 1), (5, 5), (20, 1), (20, 5)),
-    episodes: int = 1000,
-    split: str | None = None,
-    width: int | None = None,
-    progress: bool = True,
-) -> dict[str, dict[str, float]]:
-    """Tests a checkpoint on several (way, shot) settings; writes ``eval.json``.
-
-    Raises:
-      FileNotFoundError: no checkpoint in ``workdir``.
-      ValueError: ``width`` given and different from the checkpoint's.
-    """
-    workdir = Path(workdir)
-    if checkpoint.latest_step(workdir) is None:
-        raise FileNotFoundError(f"No checkpoint in {workdir}: train first (esmeta train).")
-    config = TrainConfig.load(workdir / "config.json")
-    if width is not None and width != config.width:
-        raise ValueError(
-            f"The checkpoint in {workdir} was trained with width={config.width}, "
-            f"but width={width} was asked for."
-        )
-    split = split or config.eval_split
-    from esmeta_core.configs import SPLIT_CLASSES
-
-    for way, shot in settings:
-        if way > SPLIT_CLASSES[split] or shot + 1 > 20:
-            raise ValueError(f"Cannot test {way}-way {shot}-shot on {split!r}.")
-    model = protonet.Conv4(config.width)
-    state = checkpoint.restore(workdir, init_state(config, model))
-    images = load_split(split).images
-    results = {}
-    for way, shot in settings:
-        r = evaluate(
-            model, state.params, images, way=way, shot=shot, episodes=episodes, progress=progress
-        )
-        results[f"{way}w{shot}s"] = r._asdict()
-    out = {"step": state.step, "split": split, "results": results, **provenance()}
-    (workdir / "eval.json").write_text(json.dumps(out, indent=2))
-    return results
-
-
-def read_metrics(workdir: str | Path) -> list[dict[str, float]]:
-    """The run's ``metrics.jsonl`` as a list of dicts."""
-    path = Path(workdir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def smoothed(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average (shorter at the start)."""
-    values = np.asarray(values, float)
-    csum = np.cumsum(np.insert(values, 0, 0.0))
-    idx = np.arange(1, len(values) + 1)
-    lo = np.maximum(idx - window, 0)
-    return (csum[idx] - csum[lo]) / (idx - lo)
-
-
-def plot_learning_curve(workdirs: dict[str, str | Path], out: str | Path | None = None):
-    """Training loss and accuracy against step for several runs; saves a PNG if ``out``."""
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for label, wd in workdirs.items():
-        rows = read_metrics(wd)
-        steps = np.array([r["step"] for r in rows])
-        window = max(1, len(rows) // 20)
-        ax_loss.plot(steps, smoothed([r["loss"] for r in rows], window), label=label)
-        ax_acc.plot(steps, smoothed([r["accuracy"] for r in rows], window), label=label)
-    ax_loss.set(xlabel="step", ylabel="training episode loss", yscale="log")
-    ax_acc.set(xlabel="step", ylabel="training episode accuracy")
-    ax_acc.legend()
-    fig.tight_layout()
-    if out is not None:
-        fig.savefig(out, dpi=120)
-    return fig
-
-
-def summary_line(summary: dict[str, Any]) -> str:
-    """The one line the main job ends with."""
-    ((setting, result),) = summary["eval"].items()
-    return (
-        f"Test accuracy ({setting}, {result['episodes']} episodes, {summary['eval_split']} split): "
-        f"{100 * result['accuracy']:.2f} % +- {100 * result['ci95']:.2f} (95 % CI)"
-    )
-
-
-def as_array_tree(tree: Any) -> Any:
-    """Host NumPy copy of a pytree (for comparisons in tests and notebooks)."""
-    return jax.tree.map(lambda x: np.asarray(jnp.asarray(x)), tree)

@@ -29,7 +29,7 @@ def _restore_params(workdir: Path, config: configs.TrainConfig):
     model = protonet.Conv4(config.width)
     try:
         from esmeta_core import checkpoint
-    except ImportError:  # before the orbax checkpoints: train.py held them
+    except ImportError:  # before the orbax checkpoints (commit 65ece98): train.py held them
         return train.restore_checkpoint(workdir, train.init_state(config, model))
     return checkpoint.restore(workdir, train.init_state(config, model))
 

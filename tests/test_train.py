@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from esmeta_core import checkpoint, cli, configs, protonet, sharding, train
+from esmeta_core import checkpoint, cli, configs, protonet, report, sharding, train
 from esmeta_core.data import load_split, sample_episodes
 
 
@@ -63,7 +63,7 @@ def test_train_and_eval_commands_write_their_files(tmp_path, capsys):
     )
     result = summary["eval"]["5w5s"]
     assert 0.2 <= result["accuracy"] <= 1.0 and result["ci95"] > 0
-    rows = train.read_metrics(workdir)
+    rows = report.read_metrics(workdir)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert cli.main(["eval", "--workdir", str(workdir), "--episodes", "10", "--no-progress"]) == 0
     evaluation = json.loads((workdir / "eval.json").read_text())
@@ -93,7 +93,7 @@ def test_resumed_run_ends_with_the_same_parameters(tmp_path):
     assert a.step == b.step == 5
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-    assert [r["step"] for r in train.read_metrics(broken)] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in report.read_metrics(broken)] == [1, 2, 3, 4, 5]
 
 
 def test_existing_run_needs_resume(tmp_path):
