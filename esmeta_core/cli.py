@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     if rest and args.command != "experiment":
         build_parser().parse_args(argv)  # reports the unknown arguments and exits 2
-    from esmeta_core import train  # imports JAX; after argument errors are reported
+    from esmeta_core import evaluation, report, train  # JAX; after argument errors
 
     try:
         if args.command == "train":
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"Wrote {args.workdir}/summary.json (train wall time {summary['train_wall_s']} s)"
             )
-            print(train.summary_line(summary))
+            print(report.summary_line(summary))
         elif args.command == "experiment":
             import importlib
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 module.run(out)
             print(f"Wrote results of {args.name} to {out}")
         else:
-            results = train.evaluate_checkpoint(
+            results = evaluation.evaluate_checkpoint(
                 args.workdir,
                 settings=_parse_settings(args.settings),
                 episodes=args.episodes,
