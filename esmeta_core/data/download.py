@@ -92,10 +92,7 @@ def fetch(
                 while True:
                     left = deadline_s - (time.monotonic() - start)
                     if left <= 0:
-                        raise DownloadError(
-                            f"Downloading {url} took longer than {deadline_s:g} s "
-                            f"({received} bytes received). Nothing was kept; run again to retry."
-                        )
+                        raise TimeoutError("deadline")
                     _limit_next_read(r, min(timeout_s, left))
                     chunk = read(1 << 16)
                     if not chunk:
@@ -110,6 +107,13 @@ def fetch(
                         )
         except DownloadError:
             raise
+        except TimeoutError as e:
+            if time.monotonic() - start >= deadline_s:
+                raise DownloadError(
+                    f"Downloading {url} took longer than {deadline_s:g} s "
+                    f"({received} bytes received). Nothing was kept; run again to retry."
+                ) from e
+            raise DownloadError(f"Downloading {url} failed after {received} bytes: {e}") from e
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
             raise DownloadError(f"Downloading {url} failed after {received} bytes: {e}") from e
         if expected is not None and received != int(expected):
