@@ -58,12 +58,25 @@ def to_host(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
+# Failure bounds of a multi-process run (seconds). JAX's own defaults (300 s to
+# start, 100 s heartbeat, 300 s shutdown) let one dead process hang the others
+# for minutes; these make every survivor exit non-zero within
+# FAILURE_BOUND_S of a peer that never starts or dies.
+STARTUP_TIMEOUT_S = 30
+HEARTBEAT_TIMEOUT_S = 10
+SHUTDOWN_TIMEOUT_S = 10
+FAILURE_BOUND_S = STARTUP_TIMEOUT_S + SHUTDOWN_TIMEOUT_S
+
+
 def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
     *,
     local_device_count: int | None = None,
+    startup_timeout_s: int = STARTUP_TIMEOUT_S,
+    heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S,
+    shutdown_timeout_s: int = SHUTDOWN_TIMEOUT_S,
 ) -> None:
     """Starts multi-process JAX so that :func:`population_mesh` spans every host.
 
@@ -74,8 +87,32 @@ def initialize_distributed(
       collectives are switched on, and ``local_device_count`` simulated CPU
       devices are made per process.
 
+    Failure is bounded: a peer that never starts makes the others fail after
+    ``startup_timeout_s``; a peer that dies is declared dead after
+    ``heartbeat_timeout_s`` without a heartbeat (a collective it was part of
+    fails at once), and a survivor then waits at most ``shutdown_timeout_s``
+    for the others at exit. Either way every other process exits non-zero,
+    within ``startup_timeout_s + shutdown_timeout_s`` (40 s by default). Raise
+    the start-up timeout where processes are scheduled far apart.
+
     Call it first, before any other JAX call.
+
+    Args:
+      coordinator_address: ``"host:port"`` of process 0's coordinator.
+      num_processes: how many processes take part.
+      process_id: this process's id, ``0 .. num_processes - 1``.
+      local_device_count: simulated CPU devices per process (testing).
+      startup_timeout_s: how long to wait for every process to join.
+      heartbeat_timeout_s: silence after which a process is declared dead.
+      shutdown_timeout_s: how long a finishing process waits for the others.
     """
+    for name, value in (
+        ("startup_timeout_s", startup_timeout_s),
+        ("heartbeat_timeout_s", heartbeat_timeout_s),
+        ("shutdown_timeout_s", shutdown_timeout_s),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number of seconds >= 1, got {value!r}.")
     if local_device_count is not None:
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = (
@@ -88,4 +125,7 @@ def initialize_distributed(
         coordinator_address=coordinator_address,
         num_processes=num_processes,
         process_id=process_id,
+        initialization_timeout=startup_timeout_s,
+        heartbeat_timeout_seconds=heartbeat_timeout_s,
+        shutdown_timeout_seconds=shutdown_timeout_s,
     )
