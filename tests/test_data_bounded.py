@@ -9,19 +9,14 @@ allocated (measured with ``tracemalloc``, which numpy reports to).
 
 from __future__ import annotations
 
-import io
-import struct
 import tracemalloc
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from bad_files import MiB, npz_with_header, png_header_only, png_of_size
 
 from esmeta_core.data import omniglot
-
-MiB = 1 << 20
 
 
 def _peak_bytes(fn, *args, **kwargs) -> int:
@@ -35,29 +30,9 @@ def _peak_bytes(fn, *args, **kwargs) -> int:
         tracemalloc.stop()
 
 
-def _npz_with_header(path, shape, dtype=np.bool_, *, fill_bytes: int | None = None):
-    """Writes an ``.npz`` whose ``images`` header says ``shape``/``dtype``.
-
-    The data written is ``fill_bytes`` zero bytes (default: as many as the
-    header claims), streamed so the test itself never holds them in memory.
-    """
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        header, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
-    )
-    total = int(np.prod(shape)) * np.dtype(dtype).itemsize if fill_bytes is None else fill_bytes
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-        with z.open("images.npy", "w", force_zip64=True) as f:
-            f.write(b"\x93NUMPY\x01\x00" + header.getvalue()[8:])
-            zeros = bytes(8 * MiB)
-            while total > 0:
-                f.write(zeros[: min(total, len(zeros))])
-                total -= len(zeros)
-
-
 def test_small_npz_claiming_1500_characters_is_refused_before_loading(tmp_path):
     path = tmp_path / "images_background.npz"
-    _npz_with_header(path, (1500, 20, 105, 105))  # 331 MB of zeros, compressed
+    npz_with_header(path, (1500, 20, 105, 105))  # 331 MB of zeros, compressed
     assert path.stat().st_size < 2 * MiB
     peak = _peak_bytes(omniglot.read_npz, path, characters=964)
     assert peak < 16 * MiB  # not the 331 MB the header claims
@@ -65,13 +40,13 @@ def test_small_npz_claiming_1500_characters_is_refused_before_loading(tmp_path):
 
 def test_npz_whose_header_claims_more_than_its_member_holds_is_refused(tmp_path):
     path = tmp_path / "images_background.npz"
-    _npz_with_header(path, (964, 20, 105, 105), fill_bytes=1000)
+    npz_with_header(path, (964, 20, 105, 105), fill_bytes=1000)
     with pytest.raises(omniglot.DataCorruptError, match="claims shape"):
         omniglot.read_npz(path, characters=964)
 
 
 def test_npz_part_with_wrong_character_count_is_refused_by_read_part(tmp_path):
-    _npz_with_header(tmp_path / "images_evaluation.npz", (3, 20, 105, 105))
+    npz_with_header(tmp_path / "images_evaluation.npz", (3, 20, 105, 105))
     with pytest.raises(omniglot.DataCorruptError, match="holds 3 characters, expected 659"):
         omniglot.read_part(tmp_path, "evaluation")
 
@@ -120,22 +95,6 @@ def test_zip_with_a_300_mib_member_is_refused_before_unpacking(tmp_path):
     assert peak < 16 * MiB
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A 1-bit PNG that claims ``width`` x ``height`` but holds one row of data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" + b"\xff" * ((width + 7) // 8))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
-
-
 def _zip_of_pngs(path, pngs: dict[str, bytes]):
     with zipfile.ZipFile(path, "w") as z:
         for name, data in pngs.items():
@@ -145,7 +104,7 @@ def _zip_of_pngs(path, pngs: dict[str, bytes]):
 
 def test_zip_with_a_20000x20000_png_bomb_gives_data_corrupt_error(tmp_path):
     path = _zip_of_pngs(
-        tmp_path / "bomb.zip", {"a/character01/0001_01.png": _png_header_only(20000, 20000)}
+        tmp_path / "bomb.zip", {"a/character01/0001_01.png": png_header_only(20000, 20000)}
     )
     peak = _peak_bytes(omniglot.read_zip, path)
     assert peak < 16 * MiB
@@ -153,16 +112,14 @@ def test_zip_with_a_20000x20000_png_bomb_gives_data_corrupt_error(tmp_path):
 
 def test_zip_with_a_large_png_under_the_bomb_limit_is_refused_before_decoding(tmp_path):
     path = _zip_of_pngs(
-        tmp_path / "big.zip", {"a/character01/0001_01.png": _png_header_only(9000, 9000)}
+        tmp_path / "big.zip", {"a/character01/0001_01.png": png_header_only(9000, 9000)}
     )
     with pytest.raises(omniglot.DataCorruptError, match="9000x9000, expected 105x105"):
         omniglot.read_zip(path)
 
 
 def test_zip_with_50x50_pngs_gives_data_corrupt_error_naming_the_member(tmp_path):
-    buf = io.BytesIO()
-    Image.new("1", (50, 50), 1).save(buf, format="PNG")
-    pngs = {f"a/character01/0001_{d:02d}.png": buf.getvalue() for d in range(1, 21)}
+    pngs = {f"a/character01/0001_{d:02d}.png": png_of_size(50) for d in range(1, 21)}
     path = _zip_of_pngs(tmp_path / "small.zip", pngs)
     with pytest.raises(omniglot.DataCorruptError, match="0001_01.png is 50x50"):
         omniglot.read_zip(path)

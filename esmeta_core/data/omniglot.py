@@ -281,18 +281,18 @@ def read_npz(path: str | os.PathLike, *, characters: int | None = None) -> np.nd
     """
     path = Path(path)
     shape, dtype = npz_header(path)
-    if len(shape) != 4 or shape[1:] != (IMAGES_PER_CHARACTER, RAW_SIZE, RAW_SIZE):
-        raise _corrupt(path, f"'images' has shape {shape}, expected (n, 20, 105, 105).")
-    limit = alphabets.NUM_CHARACTERS if characters is None else characters
-    if (characters is not None and shape[0] != characters) or not 0 < shape[0] <= limit:
-        expected = characters if characters is not None else f"1 to {limit}"
-        raise _corrupt(path, f"'images' holds {shape[0]} characters, expected {expected}.")
     if dtype != np.bool_:
         raise _corrupt(
             path,
             f"'images' has dtype {dtype}, expected bool (True = background, False = ink); "
             "float or integer images (NaN, grey levels) are not accepted.",
         )
+    if len(shape) != 4 or shape[1:] != (IMAGES_PER_CHARACTER, RAW_SIZE, RAW_SIZE):
+        raise _corrupt(path, f"'images' has shape {shape}, expected (n, 20, 105, 105).")
+    limit = alphabets.NUM_CHARACTERS if characters is None else characters
+    if (characters is not None and shape[0] != characters) or not 0 < shape[0] <= limit:
+        expected = characters if characters is not None else f"1 to {limit}"
+        raise _corrupt(path, f"'images' holds {shape[0]} characters, expected {expected}.")
     try:
         with np.load(path) as f:
             images = f["images"]
