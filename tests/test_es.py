@@ -287,7 +287,9 @@ def test_peer_killed_mid_run_makes_survivor_exit_nonzero_within_bound(tmp_path, 
             assert out.wait_for("step 2", 240), out.text()
         procs[victim].kill()
         survivor = procs[1 - victim]
-        bound = sharding.HEARTBEAT_TIMEOUT_S + sharding.SHUTDOWN_TIMEOUT_S + _SLACK_S
+        # Well below the shutdown timeout: the survivor must not wait it out.
+        bound = sharding.HEARTBEAT_TIMEOUT_S + _SLACK_S
+        assert bound < sharding.SHUTDOWN_TIMEOUT_S
         _exit_within(survivor, bound)
         assert survivor.returncode != 0, outs[1 - victim].text()
     finally:
@@ -297,10 +299,10 @@ def test_peer_killed_mid_run_makes_survivor_exit_nonzero_within_bound(tmp_path, 
                 p.wait()
 
 
-def test_failure_bound_is_stated_and_within_a_minute():
-    assert sharding.FAILURE_BOUND_S == sharding.STARTUP_TIMEOUT_S + sharding.SHUTDOWN_TIMEOUT_S
-    assert sharding.HEARTBEAT_TIMEOUT_S + sharding.SHUTDOWN_TIMEOUT_S <= sharding.FAILURE_BOUND_S
-    assert sharding.FAILURE_BOUND_S <= 60
+def test_failure_bound_covers_both_cases_and_is_at_most_30_s():
+    assert sharding.STARTUP_TIMEOUT_S <= sharding.FAILURE_BOUND_S
+    assert sharding.HEARTBEAT_TIMEOUT_S <= sharding.FAILURE_BOUND_S
+    assert sharding.FAILURE_BOUND_S <= 30
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "30"])
@@ -315,3 +317,33 @@ def test_exit_bound_check_fails_when_the_process_hangs():
     with pytest.raises(pytest.fail.Exception, match="hung"):
         _exit_within(sleeper, 1.0)
     assert sleeper.poll() is not None
+
+
+_SLOW_EXIT = """
+import sys, time
+from esmeta_core.sharding import initialize_distributed
+rank = int(sys.argv[1])
+initialize_distributed(f"127.0.0.1:{sys.argv[2]}", 2, rank, local_device_count=1)
+import jax
+assert jax.device_count() == 2
+time.sleep(float(sys.argv[3]) if rank == 1 else 0)  # process 1 finishes later
+print("done", rank, flush=True)
+"""
+
+
+def test_a_live_peer_that_finishes_later_is_waited_for_at_exit():
+    # The short failure bounds must not break ordinary runs whose processes end apart.
+    port, late = _free_port(), sharding.HEARTBEAT_TIMEOUT_S + 5
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env.pop("XLA_FLAGS", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SLOW_EXIT, str(rank), str(port), str(late)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    _finish(procs, 180)
