@@ -130,3 +130,10 @@ def test_real_archive_and_arrays_still_pass_the_bounds(omniglot_dir):
     assert images.shape == (136, 20, 105, 105) and len(ids) == 136
     shape, dtype = omniglot.npz_header(omniglot_dir / "images_background.npz")
     assert shape == (964, 20, 105, 105) and dtype == np.bool_
+
+
+@pytest.mark.parametrize("line", ["Arcadian/character27/rot000", "Arcadian/character00/rot000"])
+def test_split_line_naming_a_character_outside_its_alphabet_is_refused(line):
+    # Arcadian has 26 characters; character 27 would otherwise be Armenian's first.
+    with pytest.raises(omniglot.DataCorruptError, match="Bad line in a split list"):
+        omniglot._parse_class(line)
