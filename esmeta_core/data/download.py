@@ -56,8 +56,8 @@ def fetch(
       deadline_s: the longest the whole transfer may take, in seconds: a
         server that drip-feeds bytes is cut off here, not only a silent one.
       max_bytes: the file's known size; a larger ``Content-Length`` is refused
-        before anything is read, and the transfer stops as soon as it passes
-        this size (nothing beyond ``max_bytes`` plus one chunk is written).
+        before anything is read, and the transfer stops before the first byte
+        past this size is written.
 
     Returns:
       The path of the verified file.
@@ -97,14 +97,14 @@ def fetch(
                     chunk = read(1 << 16)
                     if not chunk:
                         break
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    if max_bytes is not None and received > max_bytes:
+                    if max_bytes is not None and received + len(chunk) > max_bytes:
                         raise DownloadError(
                             f"{url} sent more than the {max_bytes} bytes the file is known to "
                             "have. Nothing was kept."
                         )
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
         except DownloadError:
             raise
         except TimeoutError as e:
