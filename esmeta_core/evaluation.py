@@ -55,6 +55,8 @@ def evaluate(
 
     Episodes are drawn from ``(seed, i)``, so every model is tested on the same ones.
     """
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}.")
     query = min(query, images.shape[1] - shot)
     accuracies = []
     for i in tqdm(
