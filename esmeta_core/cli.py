@@ -15,7 +15,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from esmeta_core.configs import PRESETS, TrainConfig, get_preset
+from esmeta_core.configs import (
+    PRESETS,
+    RESUMABLE,
+    ConfigError,
+    TrainConfig,
+    get_preset,
+    validate,
+)
 from esmeta_core.data.omniglot import SPLITS
 
 # name -> module under esmeta_core.experiments. Each module has a frozen dataclass
@@ -99,10 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="meta-train a ProtoNet on Omniglot")
-    train.add_argument("--preset", default="main", help=f"one of {sorted(PRESETS)}")
+    train.add_argument(
+        "--preset",
+        default=None,
+        help=f"one of {sorted(PRESETS)} (default: main; on --resume the saved run's config)",
+    )
     train.add_argument("--config", help="a JSON file of TrainConfig fields (instead of a preset)")
     train.add_argument("--workdir", default="runs/main")
-    train.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --workdir with its saved config (overrides other than "
+        f"{', '.join(RESUMABLE)} are refused)",
+    )
+    train.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: let overrides change any field of the saved run",
+    )
     train.add_argument("--no-progress", action="store_true")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for name in OVERRIDES:
@@ -176,9 +197,31 @@ def experiment_config(config_class: type, argv: list[str], prog: str) -> Any:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    config = TrainConfig.load(args.config) if args.config else get_preset(args.preset)
+    """The run's config: a preset, a config file or (on ``--resume``) the saved run, then overrides.
+
+    Raises:
+      ConfigError: a bad config file, field or override (naming it).
+      FileNotFoundError: ``--resume`` where the workdir holds no run.
+    """
+    from esmeta_core import checkpoint
+
+    if args.preset and args.config:
+        raise ConfigError("--preset and --config exclude each other: give one.")
+    if args.config:
+        config = TrainConfig.load(args.config)
+    elif args.preset or not args.resume:
+        config = get_preset(args.preset or "main")
+    else:
+        config = checkpoint.saved_config(args.workdir)
+        if config is None:
+            raise FileNotFoundError(
+                f"--resume: {args.workdir} holds no run to continue (no config.json). "
+                "Start one without --resume."
+            )
     changes = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n) is not None}
-    return dataclasses.replace(config, **changes)
+    config = dataclasses.replace(config, **changes)
+    validate(config)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             config = config_from_args(args)
             summary = train.train_and_evaluate(
-                config, args.workdir, resume=args.resume, progress=not args.no_progress
+                config,
+                args.workdir,
+                resume=args.resume,
+                allow_changes=args.allow_config_change,
+                progress=not args.no_progress,
             )
             print(
                 f"Wrote {args.workdir}/summary.json (train wall time {summary['train_wall_s']} s)"
@@ -228,6 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"esmeta: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a workdir under a file, a read-only file system, a full disk
+        where = e.filename or "a file"
+        print(f"esmeta: error: cannot use {where}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except train.TrainingDiverged as e:
+        print(f"esmeta: error: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         if args.command != "train":
             raise
