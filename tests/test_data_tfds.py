@@ -1,10 +1,11 @@
 """The tensorflow-datasets source, offline: tfds' own omniglot builder, fed from 127.0.0.1.
 
-Archives in the original format are built from the offline copy for a few
-characters, served by a loopback HTTP server, and tfds' ``omniglot`` builder is
-pointed at them (its download URLs patched; they have no registered checksums,
-so tfds checks none). Then ``source="tfds"`` must give what ``source="files"``
-gives on the same characters.
+Archives in the original format (the real ``images_background_small1.zip`` as the
+background half, and a few evaluation characters zipped from the ``.npz``) are
+served by a loopback HTTP server, and tfds' ``omniglot`` builder is pointed at
+them (its download URLs patched; they have no registered checksums, so tfds
+checks none). Then ``source="tfds"`` must give what ``source="files"`` gives on
+the same characters.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import pytest
 
 from esmeta_core.data import alphabets, omniglot, tfds_source
 
-# Background: Grantha/character01, Latin/character01; evaluation: Angelic/character01
+# Evaluation characters served beside the 136 of the real small1 archive: Angelic/character01
 # (in the Vinyals train split) and Gurmukhi/character42, 43 (test split).
-CHARACTERS = (351, 683, 965, 1201, 1202)
+EVALUATION = (965, 1201, 1202)
 
 
 def _png(background: np.ndarray) -> bytes:
@@ -71,25 +72,38 @@ def raw(omniglot_dir):
 
 
 @pytest.fixture(scope="module")
-def tfds_served(raw, tmp_path_factory):
+def small1(omniglot_dir):
+    """The real original archive of 5 background alphabets, and its file ids."""
+    data = (omniglot_dir / "images_background_small1.zip").read_bytes()
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()  # .../<id>_<drawer>.png
+    ids = sorted({int(n.rsplit("/", 1)[-1][:4]) for n in names if n.endswith(".png")})
+    assert len(ids) == 136
+    return data, np.array(ids)
+
+
+@pytest.fixture(scope="module")
+def served(small1):
+    """File ids of the characters served with all 20 drawings."""
+    return tuple(sorted({*small1[1].tolist(), *EVALUATION}))
+
+
+@pytest.fixture(scope="module")
+def tfds_served(raw, small1, tmp_path_factory):
     """tfds' omniglot builder downloading our archives from 127.0.0.1 into a fresh data dir.
 
-    ``train`` / ``test`` hold the CHARACTERS with their 20 drawings. The builder
+    ``train`` is the real small1 archive, ``test`` holds EVALUATION. The builder
     names its labels from every archive and insists on all 1623 characters and
     50 alphabets, so ``small1`` / ``small2`` carry one drawing of every
     background / evaluation character (tfds' ``small`` splits, not read by us).
     """
     _tfds_or_skip()
     builder = importlib.import_module("tensorflow_datasets.image_classification.omniglot")
-    chosen = {i: raw[i - 1] for i in CHARACTERS}
     background = range(1, alphabets.NUM_BACKGROUND + 1)
     evaluation = range(alphabets.NUM_BACKGROUND + 1, alphabets.NUM_CHARACTERS + 1)
     files = {
-        "images_background.zip": _archive(
-            "images_background", {i: d for i, d in chosen.items() if i in background}, range(1, 21)
-        ),
+        "images_background.zip": small1[0],
         "images_evaluation.zip": _archive(
-            "images_evaluation", {i: d for i, d in chosen.items() if i in evaluation}, range(1, 21)
+            "images_evaluation", {i: raw[i - 1] for i in EVALUATION}, range(1, 21)
         ),
         "images_background_small1.zip": _archive(
             "images_background_small1", {i: raw[i - 1] for i in background}, range(1, 2)
@@ -127,9 +141,9 @@ def tfds_served(raw, tmp_path_factory):
     omniglot._tfds_characters.cache_clear()
 
 
-def test_tfds_source_reads_the_same_drawings_of_the_same_characters(tfds_served, raw):
+def test_tfds_source_reads_the_same_drawings_of_the_same_characters(tfds_served, raw, served):
     images, file_ids = tfds_source.read_tfds()
-    assert file_ids.tolist() == sorted(CHARACTERS)
+    assert file_ids.tolist() == list(served)
     assert (tfds_served / "omniglot").is_dir()  # tfds prepared it where we said
     for got, file_id in zip(images, file_ids, strict=True):
         want = tfds_source.canonical_order(raw[file_id - 1])
@@ -137,11 +151,13 @@ def test_tfds_source_reads_the_same_drawings_of_the_same_characters(tfds_served,
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
-def test_tfds_and_files_sources_give_the_same_split(tfds_served, omniglot_dir, monkeypatch, split):
+def test_tfds_and_files_sources_give_the_same_split(
+    tfds_served, served, omniglot_dir, monkeypatch, split
+):
     every_class = omniglot.split_classes
 
-    def only_served(name, **kwargs):  # the split's own classes, restricted to CHARACTERS
-        return [c for c in every_class(name, **kwargs) if c[0] in CHARACTERS]
+    def only_served(name, **kwargs):  # the split's own classes, restricted to those served
+        return [c for c in every_class(name, **kwargs) if c[0] in served]
 
     monkeypatch.setattr(omniglot, "split_classes", only_served)
     files = omniglot.load_split(split, data_dir=omniglot_dir, download=False)
@@ -160,8 +176,11 @@ def test_tfds_and_files_sources_give_the_same_split(tfds_served, omniglot_dir, m
         assert distance[np.arange(20), match].max() <= 1e-6, name
 
 
-def test_tfds_source_names_characters_it_lacks(tfds_served, omniglot_dir):
-    with pytest.raises(omniglot.DataCorruptError, match="tfds source lacks 172 characters"):
+def test_tfds_source_names_characters_it_lacks(tfds_served, served, omniglot_dir):
+    val = {c for c, _ in omniglot.split_classes("val", data_dir=omniglot_dir, download=False)}
+    lacking = len(val - set(served))
+    assert lacking > 0
+    with pytest.raises(omniglot.DataCorruptError, match=f"tfds source lacks {lacking} characters"):
         omniglot.load_split("val", data_dir=omniglot_dir, download=False, source="tfds")
 
 
