@@ -199,3 +199,10 @@ def test_tfds_source_without_tensorflow_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
     with pytest.raises(ImportError, match=r"pip install 'esmeta_core\[tfds\]'"):
         tfds_source.read_tfds()
+
+
+def test_tfds_source_without_data_or_download_says_what_to_do(tmp_path, monkeypatch):
+    _tfds_or_skip()
+    monkeypatch.setenv(omniglot.TFDS_DATA_DIR_ENV, str(tmp_path))
+    with pytest.raises(omniglot.DataNotFoundError, match="ESMETA_DATA_DIR"):
+        tfds_source.read_tfds(download=False)
