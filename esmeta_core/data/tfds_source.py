@@ -39,6 +39,7 @@ import numpy as np
 from esmeta_core.data import alphabets
 from esmeta_core.data.omniglot import (
     IMAGES_PER_CHARACTER,
+    MIN_BACKGROUND_FRACTION,
     RAW_SIZE,
     TFDS_DATA_DIR_ENV,
     DataCorruptError,
@@ -118,8 +119,8 @@ def read_tfds(
     Raises:
       ImportError: TensorFlow or tensorflow-datasets cannot be imported.
       DataNotFoundError: tfds could not load (or download) the data set.
-      DataCorruptError: labels that contradict the original file ids, or a
-        character without exactly 20 drawings.
+      DataCorruptError: labels that contradict the original file ids, a
+        character without exactly 20 drawings, or blank or inverted images.
 
     Example:
       >>> images, ids = read_tfds()  # doctest: +SKIP
@@ -171,4 +172,10 @@ def read_tfds(
                 f"expected {IMAGES_PER_CHARACTER}."
             )
         out[i] = canonical_order(np.stack(drawings))
+    background = float(out.mean())
+    if not MIN_BACKGROUND_FRACTION <= background < 1.0:  # the files source's check
+        raise DataCorruptError(
+            f"tfds omniglot images are {background:.0%} background; Omniglot drawings are "
+            "about 92 % background (white), so these are blank or inverted."
+        )
     return out, file_ids
