@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -100,6 +101,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_process_flags(parser: argparse.ArgumentParser) -> None:
+    """``--coordinator/--num-processes/--process-id``: see :mod:`esmeta_core.distributed`."""
+    group = parser.add_argument_group(
+        "multi-process (default: ESMETA_* environment variables, then a cluster JAX "
+        "detects, else one process)"
+    )
+    group.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    group.add_argument("--num-processes", type=_positive_int, default=None)
+    group.add_argument("--process-id", type=int, default=None, help="0 .. num-processes - 1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="esmeta", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: let overrides change any field of the saved run",
     )
     train.add_argument("--no-progress", action="store_true")
+    _add_process_flags(train)
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for name in OVERRIDES:
         kind = {"method": str, "communication": str, "sigma": float, "lr": float}.get(name, int)
@@ -152,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("name", choices=sorted(EXPERIMENTS))
     exp.add_argument("--out", default=None, help="output folder (default: runs/experiments/<name>)")
+    _add_process_flags(exp)
     return parser
 
 
@@ -228,6 +242,25 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     if rest and args.command != "experiment":
         build_parser().parse_args(argv)  # reports the unknown arguments and exits 2
+    main_process = True
+    if args.command in ("train", "experiment"):
+        from esmeta_core import distributed
+
+        try:
+            cluster = distributed.detect(
+                coordinator=args.coordinator,
+                num_processes=args.num_processes,
+                process_id=args.process_id,
+            )
+        except ValueError as e:
+            print(f"esmeta: error: {e}", file=sys.stderr)
+            return 2
+        distributed.start(cluster)  # before any other JAX call
+        main_process = distributed.is_main_process()
+        if not main_process:  # process 0 alone prints and shows progress bars
+            os.environ["TQDM_DISABLE"] = "1"
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's lifetime
+            args.no_progress = True
     from esmeta_core import evaluation, report, train  # JAX; after argument errors
 
     try:

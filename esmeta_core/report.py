@@ -109,6 +109,10 @@ def write_result(
     if clash:
         raise ValueError(f"payload keys {clash} clash with the recorded fields of a result file.")
     result = {**recorded, **payload}
+    import jax
+
+    if jax.process_index() != 0:  # a multi-process run: process 0 alone writes
+        return result
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

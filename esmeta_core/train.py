@@ -145,6 +145,7 @@ def prepare(
     replicated on ``mesh``.
     """
     config = checkpoint.resume_config(workdir, config, resume=resume, allow_changes=allow_changes)
+    sharding.barrier("esmeta-workdir-checked")  # every process read it before 0 writes
     validate(config, mesh.shape[sharding.POP_AXIS])
     load_split(config.split)  # the data is there and sound before anything is written
     state = init_state(config, protonet.Conv4(config.width))
