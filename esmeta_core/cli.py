@@ -21,6 +21,9 @@ EXPERIMENTS = {
     "evograd-rotation": ("evograd_rotation", "results/evograd"),
     "evograd-mwn": ("evograd_mwn", "results/evograd"),
     "population-sweep": ("population_sweep", "results/protonet"),
+    "capacity": ("capacity", "runs/experiments/capacity"),
+    "es-ablations": ("es_ablations", "runs/experiments/es-ablations"),
+    "main-seeds": ("main_seeds", "runs/experiments/main-seeds"),
     "vsml": ("vsml_generalisation", "results/vsml"),
 }
 OVERRIDES = (
@@ -39,7 +42,23 @@ OVERRIDES = (
     "communication",
     "train_way",
     "batch",
+    "lr_schedule",
+    "lr_final_fraction",
+    "adam_b1",
+    "weight_decay",
+    "unit_kernels",
+    "shaping",
+    "relative_sigma",
+    "perturb_conv_bias",
 )
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _parse_settings(text: str) -> tuple[tuple[int, int], ...]:
@@ -63,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for name in OVERRIDES:
-        kind = {"method": str, "communication": str, "sigma": float, "lr": float}.get(name, int)
+        annotation = str(fields[name].type)
+        kind = _bool if annotation == "bool" else float if annotation == "float" else int
+        kind = str if annotation == "str" else kind
         train.add_argument(
             f"--{name.replace('_', '-')}",
             type=kind,
@@ -109,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 
             module_name, default_out = EXPERIMENTS[args.name]
             module = importlib.import_module(f"esmeta_core.experiments.{module_name}")
-            module.run(args.out or default_out)
+            if hasattr(module, "Config"):  # the experiments protocol: run(Config(), out_dir)
+                module.run(module.Config(), args.out or default_out)
+            else:
+                module.run(args.out or default_out)
             print(f"Wrote results of {args.name} to {args.out or default_out}")
         else:
             results = train.evaluate_checkpoint(

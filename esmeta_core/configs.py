@@ -39,7 +39,16 @@ class TrainConfig:
       width: Conv4 channels.
       steps: optimizer steps; ``batch`` episodes per step.
       lr, lr_halving_every: Adam learning rate, halved every so many steps.
-      population, sigma, chunk_size, communication: the ES estimator.
+      lr_schedule: ``"halving"`` (every ``lr_halving_every`` steps), ``"cosine"`` or
+        ``"linear"`` decay to ``lr_final_fraction * lr`` at ``steps``, or
+        ``"constant"`` (see :func:`esmeta_core.optim.lr_schedule`).
+      adam_b1: Adam's first-moment decay (0.9: an average over ~10 ES estimates).
+      weight_decay: AdamW decay of the conv kernels (0: plain Adam).
+      unit_kernels: project every conv kernel's output channels back to norm 1
+        after each step (batch norm makes them scale-invariant).
+      population, sigma, chunk_size, communication, shaping: the ES estimator.
+      relative_sigma: perturb each conv kernel channel by ``sigma`` times its norm.
+      perturb_conv_bias: perturb the conv biases (a batch norm cancels them).
       query_chunk: embed queries this many at a time (flat memory).
       eval_episodes: test episodes for the final accuracy.
       log_every, checkpoint_every: in steps.
@@ -58,10 +67,18 @@ class TrainConfig:
     batch: int = 1
     lr: float = 1e-3
     lr_halving_every: int = 2000
+    lr_schedule: str = "halving"
+    lr_final_fraction: float = 0.0
+    adam_b1: float = 0.9
+    weight_decay: float = 0.0
+    unit_kernels: bool = False
     population: int = 64
     sigma: float = 0.01
     chunk_size: int = 1
     communication: str = "psum"
+    shaping: str = "centered_rank"
+    relative_sigma: bool = False
+    perturb_conv_bias: bool = True
     query_chunk: int | None = None
     eval_episodes: int = 1000
     log_every: int = 10
@@ -169,6 +186,16 @@ def validate(config: TrainConfig, num_devices: int = 1) -> None:
         )
     if not config.lr > 0:
         raise ValueError(f"lr must be positive, got {config.lr!r}.")
+    from esmeta_core.optim import LR_SCHEDULES
+
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {config.lr_schedule!r}.")
+    if not 0.0 <= config.lr_final_fraction <= 1.0:
+        raise ValueError(f"lr_final_fraction must be in [0, 1], got {config.lr_final_fraction!r}.")
+    if not 0.0 <= config.adam_b1 < 1.0:
+        raise ValueError(f"adam_b1 must be in [0, 1), got {config.adam_b1!r}.")
+    if not config.weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {config.weight_decay!r}.")
     if config.query_chunk is not None and (config.query * config.way) % config.query_chunk:
         total = config.way * config.query
         raise ValueError(f"query_chunk={config.query_chunk} must divide way * query = {total}.")
@@ -187,4 +214,5 @@ def es_config(config: TrainConfig):
         sigma=config.sigma,
         chunk_size=config.chunk_size,
         communication=config.communication,
+        shaping=config.shaping,
     )
