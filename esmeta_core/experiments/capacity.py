@@ -5,9 +5,9 @@ exact gradients. Every width is trained by backprop with the same protocol
 (5-way 5-shot, Vinyals split, ``steps`` Adam steps, tested on 1000 test
 episodes); only the width changes.
 
-  esmeta experiment capacity   # writes runs/experiments/capacity/capacity.json
+  esmeta experiment capacity --out results/protonet   # writes results/protonet/capacity.json
 
-Each width's run lives in ``<out_dir>/w<width>/`` (``summary.json``,
+Each width's run lives in ``<out_dir>/capacity/w<width>/`` (``summary.json``,
 ``metrics.jsonl``); a finished one is not trained again, so the table can be
 rewritten cheaply.
 """
@@ -58,7 +58,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     rows = []
     wall0 = time.perf_counter()
     for width in config.widths:
-        workdir = out_dir / f"w{width}"
+        workdir = out_dir / "capacity" / f"w{width}"
         if (workdir / "summary.json").exists():
             summary = report.load_json(workdir / "summary.json")
         else:
@@ -76,15 +76,10 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         )
         print(rows[-1], flush=True)
     payload = {"rows": rows}
-    if hasattr(report, "write_result"):
-        return report.write_result(
-            out_dir / "capacity.json",
-            payload,
-            config=config,
-            command="esmeta experiment capacity",
-            wall_s=round(time.perf_counter() - wall0, 1),
-        )
-    import json
-
-    (out_dir / "capacity.json").write_text(json.dumps(payload, indent=1))
-    return payload
+    return report.write_result(
+        out_dir / "capacity.json",
+        payload,
+        config=config,
+        command="esmeta experiment capacity --out results/protonet",
+        wall_s=round(time.perf_counter() - wall0, 1),
+    )

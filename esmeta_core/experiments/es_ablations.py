@@ -6,9 +6,9 @@ fields changed, trained for ``steps`` steps with each seed and tested on
 member evaluations (N x steps) and, since no option changes the work per step,
 at about equal compute.
 
-  esmeta experiment es-ablations   # writes runs/experiments/es-ablations/ablations.json
+  esmeta experiment es-ablations --out results/protonet   # writes .../ablations.json
 
-Each run lives in ``<out_dir>/<row>/s<seed>/``; a finished one is not trained
+Each run lives in ``<out_dir>/ablations/<row>/s<seed>/``; a finished one is not trained
 again, so the table can be extended a few rows at a time (``--rows``).
 """
 
@@ -107,7 +107,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     for row in config.rows:
         per_seed = []
         for seed in config.seeds:
-            workdir = out_dir / row / f"s{seed}"
+            workdir = out_dir / "ablations" / row / f"s{seed}"
             if (workdir / "summary.json").exists():
                 summary = report.load_json(workdir / "summary.json")
             else:
@@ -135,15 +135,10 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         "steps": config.steps,
         "rows": rows,
     }
-    if hasattr(report, "write_result"):
-        return report.write_result(
-            out_dir / "ablations.json",
-            payload,
-            config=config,
-            command="esmeta experiment es-ablations",
-            wall_s=round(time.perf_counter() - wall0, 1),
-        )
-    import json
-
-    (out_dir / "ablations.json").write_text(json.dumps(payload, indent=1))
-    return payload
+    return report.write_result(
+        out_dir / "ablations.json",
+        payload,
+        config=config,
+        command="esmeta experiment es-ablations --out results/protonet",
+        wall_s=round(time.perf_counter() - wall0, 1),
+    )

@@ -5,9 +5,9 @@ One number from one seed says little: rank shaping amplifies differences of
 This trains the ``main`` preset once per seed and reports every accuracy,
 their mean and their sample standard deviation.
 
-  esmeta experiment main-seeds   # writes runs/experiments/main-seeds/main_seeds.json
+  esmeta experiment main-seeds --out results/protonet   # writes .../main_seeds.json
 
-Each seed's run lives in ``<out_dir>/s<seed>/`` and is not trained again once
+Each seed's run lives in ``<out_dir>/main_seeds/s<seed>/`` and is not trained again once
 finished.
 """
 
@@ -40,7 +40,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     wall0 = time.perf_counter()
     per_seed = []
     for seed in config.seeds:
-        workdir = out_dir / f"s{seed}"
+        workdir = out_dir / "main_seeds" / f"s{seed}"
         if (workdir / "summary.json").exists():
             summary = report.load_json(workdir / "summary.json")
         else:
@@ -59,15 +59,10 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         "mean": float(accs.mean()),
         "std": float(accs.std(ddof=1)) if len(accs) > 1 else float("nan"),
     }
-    if hasattr(report, "write_result"):
-        return report.write_result(
-            out_dir / "main_seeds.json",
-            payload,
-            config=config,
-            command="esmeta experiment main-seeds",
-            wall_s=round(time.perf_counter() - wall0, 1),
-        )
-    import json
-
-    (out_dir / "main_seeds.json").write_text(json.dumps(payload, indent=1))
-    return payload
+    return report.write_result(
+        out_dir / "main_seeds.json",
+        payload,
+        config=config,
+        command="esmeta experiment main-seeds --out results/protonet",
+        wall_s=round(time.perf_counter() - wall0, 1),
+    )
