@@ -108,6 +108,24 @@ PRESETS: dict[str, TrainConfig] = {
     "main": TrainConfig(
         method="es", width=16, steps=1200, population=64, sigma=0.01, lr=3e-3, query=5
     ),
+    # The hour-long run (target >= 95 % 5w5s in <= 3600 s of training on the 2-core CPU).
+    # Conv4-32: backprop at width 16 tops out near 94-95 % (results/protonet/capacity.json),
+    # width 32 reaches 96.9 %; an ES member costs about the same at both widths here.
+    "long": TrainConfig(
+        method="es",
+        width=32,
+        steps=9000,
+        population=64,
+        sigma=0.01,
+        lr=3e-3,
+        query=5,
+        lr_schedule="cosine",
+        lr_final_fraction=0.1,
+        unit_kernels=True,
+        perturb_conv_bias=False,
+        checkpoint_every=250,
+        log_every=50,
+    ),
     # Longer runs (tens of minutes on a CPU; minutes on a TPU).
     "es-5w5s": TrainConfig(
         method="es", width=32, steps=600, population=128, sigma=0.01, lr=3e-3, query=5
