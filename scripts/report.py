@@ -31,15 +31,60 @@ def main() -> None:
                 f"| {r['population']} | {r['steps']} | {100 * r['accuracy']:.2f} +- "
                 f"{100 * r['ci95']:.2f} | {r['train_wall_s'] / 60:.1f} |"
             )
+    capacity = _load("protonet/capacity.json")
+    if capacity:
+        steps = capacity["config"]["steps"]
+        print(f"\n## Backprop capacity by width ({steps} steps; `{capacity['command']}`)\n")
+        print("| width | parameters | 5w5s accuracy | train min |\n| --- | --- | --- | --- |")
+        for r in capacity["rows"]:
+            print(
+                f"| {r['width']} | {r['num_params']:,} | {100 * r['accuracy']:.2f} +- "
+                f"{100 * r['ci95']:.2f} | {r['train_wall_s'] / 60:.1f} |"
+            )
+    ablations = _load("protonet/ablations.json")
+    if ablations:
+        print(
+            f"\n## ES ablations ({ablations['steps']} steps, main preset otherwise; "
+            f"`{ablations['command']}`)\n"
+        )
+        print("| row | changes | accuracy per seed | mean +- std |\n| --- | --- | --- | --- |")
+        for r in ablations["rows"]:
+            seeds = ", ".join(f"{100 * s['accuracy']:.2f}" for s in r["seeds"])
+            changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "-"
+            print(
+                f"| {r['row']} | {changes} | {seeds} | {100 * r['mean']:.2f} +- "
+                f"{100 * r['std']:.2f} |"
+            )
+    seeds = _load("protonet/main_seeds.json")
+    if seeds:
+        print(f"\n## Main preset over seeds (`{seeds['command']}`)\n")
+        print("| seed | 5w5s accuracy | train wall time (s) |\n| --- | --- | --- |")
+        for r in seeds["seeds"]:
+            print(
+                f"| {r['seed']} | {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f} | "
+                f"{r['train_wall_s']} |"
+            )
+        print(f"| mean +- std | {100 * seeds['mean']:.2f} +- {100 * seeds['std']:.2f} | |")
     bench = _load("benchmarks/es_efficiency.json")
     if bench:
         print(f"\n## ES step time over forward time (`{bench['command']}`)\n")
-        print("| N | strategy | ES step (s) | plain forward (s) | ratio |")
+        print(
+            "| N | strategy | ES step s, median (min-max) | plain forward s, median (min-max) "
+            "| ratio of medians (range) |"
+        )
         print("| --- | --- | --- | --- | --- |")
         for r in bench["rows"]:
+            if "es_step" not in r:  # an old file: two repeats, no spread
+                print(
+                    f"| {r['population']} | {r['strategy']} | {r['es_step_s']} | "
+                    f"{r['plain_forward_s']} | {r['ratio']} |"
+                )
+                continue
+            e, f = r["es_step"], r["plain_forward"]
             print(
-                f"| {r['population']} | {r['strategy']} | {r['es_step_s']} | "
-                f"{r['plain_forward_s']} | {r['ratio']} |"
+                f"| {r['population']} | {r['strategy']} | {e['median_s']} ({e['min_s']}-"
+                f"{e['max_s']}) | {f['median_s']} ({f['min_s']}-{f['max_s']}) | {r['ratio']} "
+                f"({r['ratio_range'][0]}-{r['ratio_range'][1]}) |"
             )
     bench = _load("benchmarks/vs_evosax.json")
     if bench:
@@ -59,13 +104,27 @@ def main() -> None:
     bench = _load("benchmarks/memory_vs_backprop.json")
     if bench:
         print(f"\n## ES vs backprop memory (`{bench['command']}`)\n")
-        print("| images per episode | ES MiB | backprop MiB | ratio | ES temporaries MiB |")
-        print("| --- | --- | --- | --- | --- |")
-        for r in bench["rows"]:
+        if "backprop_naive_mib" in bench["rows"][0]:
+            small = next(k for k in bench["rows"][0] if k.startswith("es_chunk"))
             print(
-                f"| {r['images']} | {r['es_mib']} | {r['backprop_mib']} | {r['ratio']}x | "
-                f"{r['es_temp_mib']} |"
+                "| images per episode | ES MiB | ES MiB, smallest chunk | backprop naive MiB "
+                "| backprop chunked + remat MiB | ratio to naive | ratio to chunked + remat |"
             )
+            print("| --- | --- | --- | --- | --- | --- | --- |")
+            for r in bench["rows"]:
+                print(
+                    f"| {r['images']} | {r['es_mib']} | {r[small]} | {r['backprop_naive_mib']} "
+                    f"| {r['backprop_chunked_remat_mib']} | {r['ratio_naive']}x | "
+                    f"{r['ratio_chunked_remat']}x |"
+                )
+        else:
+            print("| images per episode | ES MiB | backprop MiB | ratio | ES temporaries MiB |")
+            print("| --- | --- | --- | --- | --- |")
+            for r in bench["rows"]:
+                print(
+                    f"| {r['images']} | {r['es_mib']} | {r['backprop_mib']} | {r['ratio']}x | "
+                    f"{r['es_temp_mib']} |"
+                )
     bench = _load("benchmarks/evograd_scaling.json")
     if bench:
         print(f"\n## EvoGrad vs second-order hypergradient (`{bench['command']}`)\n")
