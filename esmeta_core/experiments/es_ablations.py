@@ -1,6 +1,7 @@
 """Which ES options make each step count: short ES-ProtoNet runs, one change per row.
 
-Every row is the ``main`` preset (Conv4-16, N = 64, 5-way 5-shot) with a few
+Every row is the ``main`` preset as committed before issue 17
+(``configs.MAIN_BEFORE_ISSUE_17``: Conv4-16, N = 64, 5-way 5-shot) with a few
 fields changed, trained for ``steps`` steps with each seed and tested on
 ``eval_episodes`` test episodes. Rows are compared at equal steps, so at equal
 member evaluations (N x steps) and, since no option changes the work per step,
@@ -21,20 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from esmeta_core.configs import PRESETS
+from esmeta_core.configs import MAIN_BEFORE_ISSUE_17
 from esmeta_core.train import train_and_evaluate
 
-# row name -> TrainConfig fields changed from the committed ``main`` preset (c34dde7).
-BASE = {
-    "lr_schedule": "halving",
-    "lr_final_fraction": 0.0,
-    "unit_kernels": False,
-    "perturb_conv_bias": True,
-    "shaping": "centered_rank",
-    "relative_sigma": False,
-    "adam_b1": 0.9,
-    "weight_decay": 0.0,
-}
+# row name -> TrainConfig fields changed from ``configs.MAIN_BEFORE_ISSUE_17``.
 ROWS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "cosine_lr": {"lr_schedule": "cosine", "lr_final_fraction": 0.1},
@@ -84,12 +75,12 @@ class Config:
 
 
 def train_config(config: Config, row: str, seed: int):
-    """The ``main`` preset with ``row``'s changes, ``config.steps`` steps, seed ``seed``."""
+    """The pre-issue-17 ``main`` preset with ``row``'s changes, ``config.steps`` steps."""
     if row not in ROWS:
         raise ValueError(f"Unknown row {row!r}; choose from {sorted(ROWS)}.")
     return dataclasses.replace(
-        PRESETS["main"],
-        **{**BASE, **ROWS[row]},
+        MAIN_BEFORE_ISSUE_17,
+        **ROWS[row],
         steps=config.steps,
         seed=seed,
         eval_episodes=config.eval_episodes,
