@@ -29,6 +29,7 @@ EXPERIMENTS = {
     "capacity": "capacity",
     "es-ablations": "es_ablations",
     "main-seeds": "main_seeds",
+    "scaling": "scaling",
     "vsml": "vsml_generalisation",
 }
 OVERRIDES = (
