@@ -149,13 +149,22 @@ def device_report() -> dict[str, Any]:
 
 
 def setup(
-    *, cpu_devices: int | None = None, install: bool = True, verbose: bool = True
+    *,
+    cpu_devices: int | None = None,
+    matmul_precision: str | None = "highest",
+    install: bool = True,
+    verbose: bool = True,
 ) -> dict[str, Any]:
     """Installs the missing dependencies (see :func:`plan_install`), then reports devices.
 
     Args:
       cpu_devices: simulate this many CPU devices when no TPU or GPU is attached
         (:func:`esmeta_core.devices.simulate_cpu_devices`; only before JAX starts).
+      matmul_precision: ``jax_default_matmul_precision`` for the notebook. TPUs (and
+        GPUs with TF32) multiply f32 matrices in bf16 passes by default, about 3
+        significant digits, which the chapters' checks against hand-written versions
+        (``rtol`` 1e-4 to 1e-5) would fail; ``"highest"`` makes them exact f32 (slower
+        on an accelerator, the same on a CPU). ``None`` keeps JAX's default.
       install: run the pip commands; ``False`` only reports what it would run.
       verbose: print one line per command and the device report.
 
@@ -173,7 +182,16 @@ def setup(
             print("pip install", " ".join(args[1:]), flush=True)
         if install:
             subprocess.run([sys.executable, "-m", "pip", "install", *args], check=True)
-    report = {"pip": commands, "simulated_cpu_devices": simulated, **device_report()}
+    if matmul_precision is not None:
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", matmul_precision)
+    report = {
+        "pip": commands,
+        "simulated_cpu_devices": simulated,
+        "matmul_precision": matmul_precision,
+        **device_report(),
+    }
     if verbose:
         memory = report["memory_per_device_gib"]
         print(

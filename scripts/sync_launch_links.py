@@ -65,7 +65,8 @@ def main() -> int:
     changed = [md.name for md in sorted((ROOT / "notebooks").glob("*.md")) if sync_notebook(md)]
     config = ROOT / "book" / "_config.yml"
     text = config.read_text()
-    config.write_text(re.sub(r"(\n\s+url:\s*)\S+", rf"\g<1>{runtime.REPOSITORY}", text, count=1))
+    text = re.sub(r"(\n\s+url:\s*)\S+", rf"\g<1>{runtime.REPOSITORY}", text, count=1)
+    config.write_text(re.sub(r"(\n\s+branch:\s*)\S+", rf"\g<1>{runtime.REVISION}", text, count=1))
     readme = ROOT / "README.md"
     text = readme.read_text()
     readme.write_text(

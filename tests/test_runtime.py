@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import jax
 import jupytext
 import pytest
 
@@ -50,6 +51,7 @@ def test_this_checkout_needs_no_install():
 def test_setup_reports_backend_devices_and_memory(capsys):
     report = runtime.setup(install=False)
     assert report["pip"] == []
+    assert jax.config.jax_default_matmul_precision == "highest"  # exact f32 checks on TPU
     assert report["device_count"] >= 1 and report["backend"] in ("cpu", "gpu", "tpu")
     assert "backend" in capsys.readouterr().out
 
