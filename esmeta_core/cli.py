@@ -35,6 +35,10 @@ EXPERIMENTS = {
     "evograd-rotation": "evograd_rotation",
     "evograd-mwn": "evograd_mwn",
     "population-sweep": "population_sweep",
+    "capacity": "capacity",
+    "es-ablations": "es_ablations",
+    "main-seeds": "main_seeds",
+    "scaling": "scaling",
     "vsml": "vsml_generalisation",
 }
 OVERRIDES = (
@@ -53,7 +57,23 @@ OVERRIDES = (
     "communication",
     "train_way",
     "batch",
+    "lr_schedule",
+    "lr_final_fraction",
+    "adam_b1",
+    "weight_decay",
+    "unit_kernels",
+    "shaping",
+    "relative_sigma",
+    "perturb_conv_bias",
 )
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 MAX_SHOT = 19  # 20 drawings per character: at least one is left for the query
@@ -140,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_process_flags(train)
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for name in OVERRIDES:
-        kind = {"method": str, "communication": str, "sigma": float, "lr": float}.get(name, int)
+        annotation = str(fields[name].type)
+        kind = _bool if annotation == "bool" else float if annotation == "float" else int
+        kind = str if annotation == "str" else kind
         train.add_argument(
             f"--{name.replace('_', '-')}",
             type=kind,

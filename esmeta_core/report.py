@@ -317,11 +317,67 @@ def results_tables(results: str | Path = "results") -> str:
         ],
     )
     add(
+        "protonet/capacity.json",
+        lambda d: f"Backprop capacity by width ({d['config']['steps']} steps; `{d['command']}`)",
+        ["width", "parameters", "5w5s accuracy", "train min"],
+        lambda d: [
+            [
+                r["width"],
+                f"{r['num_params']:,}",
+                f"{100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
+                f"{r['train_wall_s'] / 60:.1f}",
+            ]
+            for r in d["rows"]
+        ],
+    )
+    add(
+        "protonet/ablations.json",
+        lambda d: f"ES ablations ({d['steps']} steps, two seeds per row; `{d['command']}`)",
+        ["row", "changes", "accuracy per seed", "mean +- std"],
+        lambda d: [
+            [
+                r["row"],
+                ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "-",
+                ", ".join(f"{100 * s['accuracy']:.2f}" for s in r["seeds"]),
+                f"{100 * r['mean']:.2f} +- {100 * r['std']:.2f}",
+            ]
+            for r in d["rows"]
+        ],
+    )
+    add(
+        "protonet/main_seeds.json",
+        lambda d: f"Main preset over seeds (`{d['command']}`)",
+        ["seed", "5w5s accuracy", "train wall time (s)"],
+        lambda d: (
+            [
+                [
+                    r["seed"],
+                    f"{100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
+                    r["train_wall_s"],
+                ]
+                for r in d["seeds"]
+            ]
+            + [["mean +- std", f"{100 * d['mean']:.2f} +- {100 * d['std']:.2f}", ""]]
+        ),
+    )
+
+    def timing(t: dict[str, float]) -> str:
+        return f"{t['median_s']} ({t['min_s']}-{t['max_s']})"
+
+    add(
         "benchmarks/es_efficiency.json",
         lambda d: f"ES step time over forward time (`{d['command']}`)",
-        ["N", "strategy", "ES step (s)", "plain forward (s)", "ratio"],
+        ["N", "strategy", "ES step s, median (min-max)", "plain forward s", "ratio (range)"],
         lambda d: [
             [r["population"], r["strategy"], r["es_step_s"], r["plain_forward_s"], r["ratio"]]
+            if "es_step" not in r  # a file from before issue 17: two repeats, no spread
+            else [
+                r["population"],
+                r["strategy"],
+                timing(r["es_step"]),
+                timing(r["plain_forward"]),
+                f"{r['ratio']} ({r['ratio_range'][0]}-{r['ratio_range'][1]})",
+            ]
             for r in d["rows"]
         ],
     )
@@ -352,15 +408,44 @@ def results_tables(results: str | Path = "results") -> str:
             for r in d["rows"]
         ],
     )
-    add(
-        "benchmarks/memory_vs_backprop.json",
-        lambda d: f"ES vs backprop memory (`{d['command']}`)",
-        ["images per episode", "ES MiB", "backprop MiB", "ratio", "ES temporaries MiB"],
-        lambda d: [
-            [r["images"], r["es_mib"], r["backprop_mib"], f"{r['ratio']}x", r["es_temp_mib"]]
-            for r in d["rows"]
-        ],
-    )
+    memory = _load_if_there(results / "benchmarks/memory_vs_backprop.json")
+    if memory and "backprop_naive_mib" in memory["rows"][0]:
+        small = next(k for k in memory["rows"][0] if k.startswith("es_chunk"))
+        add(
+            "benchmarks/memory_vs_backprop.json",
+            lambda d: f"ES vs backprop memory (`{d['command']}`)",
+            [
+                "images per episode",
+                "ES MiB",
+                "ES MiB, smallest chunk",
+                "backprop naive MiB",
+                "backprop chunked + remat MiB",
+                "ratio to naive",
+                "ratio to chunked + remat",
+            ],
+            lambda d: [
+                [
+                    r["images"],
+                    r["es_mib"],
+                    r[small],
+                    r["backprop_naive_mib"],
+                    r["backprop_chunked_remat_mib"],
+                    f"{r['ratio_naive']}x",
+                    f"{r['ratio_chunked_remat']}x",
+                ]
+                for r in d["rows"]
+            ],
+        )
+    else:  # a file from before issue 17: naive backprop only
+        add(
+            "benchmarks/memory_vs_backprop.json",
+            lambda d: f"ES vs backprop memory (`{d['command']}`)",
+            ["images per episode", "ES MiB", "backprop MiB", "ratio", "ES temporaries MiB"],
+            lambda d: [
+                [r["images"], r["es_mib"], r["backprop_mib"], f"{r['ratio']}x", r["es_temp_mib"]]
+                for r in d["rows"]
+            ],
+        )
     add(
         "benchmarks/evograd_scaling.json",
         lambda d: f"EvoGrad vs second-order hypergradient (`{d['command']}`)",

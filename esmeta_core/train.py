@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from tqdm import tqdm  # plain text bars: the same in terminals, notebooks and CI logs
 
-from esmeta_core import checkpoint, es, protonet, report, sharding
+from esmeta_core import checkpoint, es, optim, protonet, report, sharding
 from esmeta_core.checkpoint import TrainState
 from esmeta_core.configs import TrainConfig, config_hash, es_config, validate
 from esmeta_core.data import Episode, load_split, sample_episodes
@@ -55,12 +55,7 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Adam whose learning rate halves every ``lr_halving_every`` steps (Snell et al.)."""
-    schedule = optax.exponential_decay(
-        config.lr, transition_steps=config.lr_halving_every, decay_rate=0.5, staircase=True
-    )
-    return optax.adam(schedule)
+make_optimizer = optim.make_optimizer  # its home is esmeta_core/optim.py
 
 
 def init_state(config: TrainConfig, model: protonet.Conv4) -> TrainState:
@@ -103,8 +98,14 @@ def make_train_step(
     def train_step(params, opt_state, key, episodes):
         metrics = {}
         if config.method == "es":
-            grads, stats = es.es_grad(
-                loss_fn, params, key, episodes, config=es_config(config), mesh=mesh
+            grads, stats = es.es_grad_with_options(
+                loss_fn,
+                params,
+                key,
+                episodes,
+                config=es_config(config),
+                mesh=mesh,
+                **es_options(config, params),
             )
             metrics.update(
                 population_loss=stats.loss_mean,
@@ -121,6 +122,18 @@ def make_train_step(
         return params, opt_state, metrics
 
     return train_step
+
+
+def es_options(config: TrainConfig, params: Any) -> dict[str, Any]:
+    """``perturb`` and ``sigma_scales`` of :func:`esmeta_core.es.es_grad_with_options`."""
+    kernels = optim.conv_kernel_mask(params)
+    perturb = None
+    if not config.perturb_conv_bias:
+        perturb = jax.tree.map(lambda b: not b, optim.conv_bias_mask(params))
+    scales = None
+    if config.relative_sigma:
+        scales = jax.tree.map(lambda x, k: es.channel_norms(x) if k else 1.0, params, kernels)
+    return {"perturb": perturb, "sigma_scales": scales}
 
 
 # ----------------------------------------------------------------------------

@@ -27,6 +27,13 @@ def test_communication_choices_match_the_es_module():
     assert configs.COMMUNICATIONS == es.COMMUNICATIONS
 
 
+def test_shaping_and_schedule_choices_match_their_modules():
+    from esmeta_core import optim
+
+    assert configs.SHAPINGS == es.SHAPINGS
+    assert configs.LR_SCHEDULES == optim.LR_SCHEDULES
+
+
 @pytest.mark.parametrize("name", sorted(configs.PRESETS))
 def test_every_preset_passes_validation(name):
     configs.validate(configs.PRESETS[name])

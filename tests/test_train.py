@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from esmeta_core import checkpoint, cli, configs, protonet, report, sharding, train
+from esmeta_core import checkpoint, cli, configs, es, protonet, report, sharding, train
 from esmeta_core.data import load_split, sample_episodes
 
 
@@ -322,3 +322,56 @@ def test_only_process_0_writes_config_metrics_and_summary(tmp_path, monkeypatch)
     monkeypatch.setattr(train, "is_writer", lambda: False)
     train.train_and_evaluate(configs.PRESETS["smoke"], tmp_path, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]
+
+
+@pytest.mark.parametrize("name", sorted(configs.PRESETS), ids=sorted(configs.PRESETS))
+def test_every_preset_validates(name):
+    configs.validate(configs.PRESETS[name], num_devices=1)
+
+
+def _two_steps(config, images):
+    model = protonet.Conv4(config.width)
+    mesh = sharding.population_mesh(jax.local_devices()[:1])
+    step_fn = train.make_train_step(config, model, mesh)
+    state = train.init_state(config, model)
+    params, opt_state = state.params, state.opt_state
+    for step in range(2):
+        episodes = sample_episodes(
+            images, seed=config.seed, step=step, batch=1, way=5, shot=5, query=config.query
+        )
+        key = train.step_key(config.seed, step)
+        params, opt_state, _ = step_fn(params, opt_state, key, episodes)
+    return params
+
+
+def test_runs_that_differ_only_in_seed_differ(train_images):
+    config = dataclasses.replace(configs.PRESETS["smoke"], steps=2)
+    a = _two_steps(config, train_images)
+    b = _two_steps(dataclasses.replace(config, seed=1), train_images)
+    again = _two_steps(config, train_images)
+    differences = [
+        float(np.abs(x - y).max())
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ]
+    assert max(differences) > 1e-3
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(again), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_es_step_with_unit_kernels_and_fixed_biases_keeps_both_properties(train_images):
+    config = dataclasses.replace(
+        configs.PRESETS["smoke"],
+        unit_kernels=True,
+        perturb_conv_bias=False,
+        relative_sigma=True,
+        lr_schedule="cosine",
+        shaping="pair_z_score",
+        adam_b1=0.99,
+    )
+    params = _two_steps(config, train_images)
+    start = train.init_state(config, protonet.Conv4(config.width)).params
+    for name, layer in params.items():
+        if name.startswith("Conv"):
+            norms = np.asarray(es.channel_norms(layer["kernel"]))
+            np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+            np.testing.assert_array_equal(np.asarray(layer["bias"]), start[name]["bias"])
