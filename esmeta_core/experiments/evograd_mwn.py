@@ -185,12 +185,8 @@ def seed_data(config: Config, noise: str, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def run_seeds(config: Config, variant: Variant, noise: str) -> list[dict[str, Any]]:
-    """Trains one classifier (and weight net) per seed, the seeds vmapped in one program.
-
-    Returns one dict per seed: test accuracy and the weight map (weight-net output,
-    before normalising, at the losses of :data:`LOSS_GRID`).
-    """
+def trainer(config: Config, variant: Variant):
+    """``train(seed_data) -> BilevelState`` after ``config.steps`` steps, jittable, vmappable."""
     validate_variant(variant)
     reads_own = variant.method == "evograd" and variant.weight_net_reads == "per-copy"
 
@@ -216,7 +212,7 @@ def run_seeds(config: Config, variant: Variant, noise: str) -> list[dict[str, An
         materialise=config.materialise,
     )
 
-    def train(d):
+    def train(d: dict[str, jax.Array]) -> BilevelState:
         key = jax.random.key(d["seed"])
         params = init_mlp(key, [64, config.hidden, 10])
         weight_net = init_mlp(jax.random.fold_in(key, 1000), [1, config.weight_hidden, 1])
@@ -229,15 +225,38 @@ def run_seeds(config: Config, variant: Variant, noise: str) -> list[dict[str, An
             lambda t: (d["meta_x"][d["j"][t]], d["meta_y"][d["j"][t]]),
             steps=config.steps,
         )
+        return state
+
+    return train
+
+
+def trained_state(
+    config: Config, variant: Variant, noise: str, *, seed: int
+) -> tuple[BilevelState, dict[str, jax.Array]]:
+    """One seed's state after ``config.steps`` steps, and its data (for diagnostics)."""
+    data = jax.tree.map(jnp.asarray, seed_data(config, noise, seed))
+    return jax.jit(trainer(config, variant))(data), data
+
+
+def run_seeds(config: Config, variant: Variant, noise: str) -> list[dict[str, Any]]:
+    """Trains one classifier (and weight net) per seed, the seeds vmapped in one program.
+
+    Returns one dict per seed: test accuracy and the weight map (weight-net output,
+    before normalising, at the losses of :data:`LOSS_GRID`).
+    """
+    train = trainer(config, variant)
+    grid = jnp.asarray(LOSS_GRID, jnp.float32)[:, None]
+
+    def evaluate(d):
+        state = train(d)
         logits = mlp(state.params, d["test_x"])
         test_accuracy = jnp.mean(jnp.argmax(logits, axis=1) == d["test_y"])
-        grid = jnp.asarray(LOSS_GRID, jnp.float32)[:, None]
         return test_accuracy, jax.nn.sigmoid(mlp(state.lam, grid)[:, 0])
 
     per_seed = [seed_data(config, noise, s) for s in range(config.seeds)]
     stacked = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *per_seed)
     start = time.perf_counter()
-    acc, maps = jax.block_until_ready(jax.jit(jax.vmap(train))(stacked))
+    acc, maps = jax.block_until_ready(jax.jit(jax.vmap(evaluate))(stacked))
     wall = round(time.perf_counter() - start, 2)
     return [
         {
