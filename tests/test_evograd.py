@@ -76,100 +76,26 @@ def test_average_direction_matches_second_order_in_many_dimensions():
     assert _cos(mean, exact) > 0.95
 
 
-def _mwn_state(steps: int):
-    """A Meta-Weight-Net state on digits with 40 % uniform noise after ``steps`` steps of
-    EvoGrad as in the public code (the weight net reads each copy's own losses)."""
-    config = evograd_mwn.Config(steps=steps, seeds=1)
+def test_mwn_evograd_with_the_unperturbed_models_losses_points_like_second_order():
+    """A small MWN state on digits (40 % uniform noise, 200 steps of reference-faithful
+    EvoGrad); the mean of 100 EvoGrad draws against the second-order hypergradient."""
+    config = evograd_mwn.Config(steps=200, seeds=1, hidden=32, weight_hidden=8)
     variant = evograd_mwn.Variant("reference", "evograd", "per-copy")
-    return evograd_mwn.trained_state(config, variant, "uniform", seed=0)
-
-
-@pytest.mark.parametrize("reads", ["unperturbed", "per-copy"])
-def test_mwn_evograd_agrees_with_second_order_only_when_the_weight_net_reads_fixed_losses(reads):
-    """Measured: cos(mean of 200 draws, second order) = ... (fix) and ... (per-copy)."""
-    state, data = _mwn_state(200)
+    state, data = evograd_mwn.trained_state(config, variant, "uniform", seed=0)
     x, y = data["train_x"][:100], data["train_y"][:100]
-    fixed = cross_entropy(mlp(state.params, x), y)
+    batch = (x, y, cross_entropy(mlp(state.params, x), y))
     val_batch = (data["meta_x"], data["meta_y"])
+    train, val = evograd_mwn.mwn_train_loss, evograd_mwn.clean_loss
     second, _ = evograd.unrolled_hypergradient(
-        evograd_mwn.mwn_train_loss, evograd_mwn.clean_loss, state.params, state.lam,
-        (x, y, fixed), val_batch, lr=0.1,
-    )  # fmt: skip
+        train, val, state.params, state.lam, batch, val_batch, lr=0.1
+    )
     mean = _mean_evograd(
-        evograd_mwn.mwn_train_loss, evograd_mwn.clean_loss, state.params, state.lam,
-        (x, y, fixed if reads == "unperturbed" else None), val_batch,
-        draws=200, copies=2, materialise=True,
-    )  # fmt: skip
-    cos = _cos(mean, second)
-    if reads == "unperturbed":
-        assert cos > 0.9
-    else:
-        assert cos < 0.0
-
-
-def test_tiny_temperature_puts_all_weight_on_the_best_copy():
-    train = lambda th, lam, _: jnp.sum((th - lam) ** 2)
-    val = lambda th, _: jnp.sum(th**2)
-    _, aux = evograd.evograd_hypergradient(
-        train,
-        val,
-        jnp.zeros(3),
-        jnp.ones(3),
-        jax.random.key(0),
-        None,
-        None,
-        copies=6,
-        sigma=0.5,
-        temperature=1e-6,
-        noise="gaussian",
+        train, val, state.params, state.lam, batch, val_batch, draws=100, materialise=True
     )
-    best = int(jnp.argmin(aux.train_losses))
-    np.testing.assert_allclose(aux.weights, np.eye(6)[best], atol=1e-6)
-
-
-def test_hypergradient_is_exactly_zero_when_train_loss_ignores_lambda():
-    train = lambda th, lam, _: jnp.sum(th**2) + 0.0 * jnp.sum(lam["a"])
-    val = lambda th, _: jnp.sum((th - 1.0) ** 2)
-    lam = {"a": jnp.ones(2), "b": jnp.float32(3.0)}
-    g, _ = evograd.evograd_hypergradient(
-        train, val, jnp.ones(4), lam, jax.random.key(1), None, None, copies=4
-    )
-    for leaf in jax.tree.leaves(g):
-        np.testing.assert_array_equal(leaf, 0.0)
-
-
-def test_one_dimensional_estimate_agrees_with_exact_hypergradient():
-    """Measured over 100 seeds (results/evograd/toy_1d.json): with K = 100, one run agrees
-    in sign on 94.7 % of the grid and correlates at 0.999; the mean over seeds at K = 10
-    correlates at 0.9999. The thresholds below leave room for 20 seeds."""
-    lams = np.linspace(0.1, 2.0, 39)
-    exact = evograd_toy.exact_hypergradient(lams)
-    single = evograd_toy.estimates(lams, copies=100, seeds=20)
-    scores = [evograd_toy.agreement(e, exact) for e in single]
-    assert np.mean([s["sign_agreement"] for s in scores]) >= 0.85
-    assert np.mean([s["correlation"] for s in scores]) >= 0.98
-    mean_k10 = evograd_toy.estimates(lams, copies=10, seeds=20).mean(0)
-    assert evograd_toy.agreement(mean_k10, exact)["correlation"] >= 0.95
-
-
-def test_unrolled_baseline_matches_finite_differences():
-    rng = np.random.default_rng(0)
-    x, y = (
-        jnp.asarray(rng.normal(size=(20, 3)), jnp.float32),
-        jnp.asarray(rng.normal(size=20), jnp.float32),
-    )
-    train = lambda w, lam, batch: (
-        jnp.mean((batch[0] @ w - batch[1]) ** 2) + jnp.exp(lam) * jnp.sum(w**2)
-    )
-    val = lambda w, batch: jnp.mean((batch[0] @ w - batch[1] + 0.3) ** 2)
-    w0, lam0 = jnp.asarray([0.5, -0.2, 0.1], jnp.float32), jnp.float32(-1.0)
-    hyper = lambda lam: evograd.unrolled_hypergradient(
-        train, val, w0, lam, (x, y), (x, y), lr=0.1, steps=3
-    )
-    g, _ = hyper(lam0)
-    eps = 1e-2
-    fd = (hyper(lam0 + eps)[1] - hyper(lam0 - eps)[1]) / (2 * eps)
-    np.testing.assert_allclose(g, fd, rtol=2e-2, atol=1e-5)
+    assert _cos(mean, second) > 0.9
+    # The scale of the module docstring: sigma^2 (1 - 1/K) / (tau eta) = 1e-4.
+    ratio = float(jnp.linalg.norm(_flat(mean)) / jnp.linalg.norm(_flat(second)))
+    assert 0.3e-4 < ratio < 3e-4
 
 
 @pytest.mark.parametrize(
