@@ -11,8 +11,9 @@ second-order hypergradient through one unrolled SGD step, and EvoGrad
 **What the weight net reads.** In the public EvoGrad code every perturbed copy feeds
 its *own* losses to the weight net (``vnet(cost_v.data)`` per copy). ``.data``
 blocks the gradient but not the change in value, so EvoGrad then estimates the
-hypergradient of an objective in which the weight net's input moves with the model,
-and on this problem that points against Meta-Weight-Net's. ``weight_net_reads =
+hypergradient of an objective in which the weight net's input moves with the model;
+on this problem the weight net it learns up-weights high-loss (mostly mislabelled)
+examples (the weight maps in ``mwn.json``). ``weight_net_reads =
 "unperturbed"`` (the default here) feeds every copy the unperturbed model's losses,
 as second-order MWN does; ``"per-copy"`` is the reference-faithful variant.
 

@@ -131,7 +131,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
 def plot(result: dict[str, Any], out: str | Path | None = None):
     import matplotlib.pyplot as plt
 
-    every = result["config"]["record_every"]
+    every = (result.get("config") or {}).get("record_every", 10)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for r in result["runs"]["evograd"]:
         ax.plot(np.arange(len(r["angles"])) * every, r["angles"], alpha=0.7)
