@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,3 +132,26 @@ def test_bad_input_is_rejected(kwargs, error, match):
             None,
             **kwargs,
         )
+
+
+def test_mwn_experiment_writes_every_row_with_provenance(tmp_path):
+    config = evograd_mwn.Config(seeds=1, steps=2, noises=("flip2",), copies_sweep=(2,))
+    result = evograd_mwn.run(config, tmp_path)
+    written = json.loads((tmp_path / "mwn.json").read_text())
+    assert written["provenance"]["jax_version"] == jax.__version__
+    assert [r["method"] for r in written["rows"]] == [
+        v.name for v in evograd_mwn.variants(config)["flip2"]
+    ]
+    assert len(result["rows"][0]["weight_map_mean"]) == len(evograd_mwn.LOSS_GRID)
+    assert (tmp_path / "mwn_weights.png").exists()
+
+
+@pytest.mark.parametrize("kind", ["uniform", "flip", "flip2"])
+def test_label_noise_matrices_are_stochastic_with_the_reference_corruption_rate(kind):
+    c = evograd_mwn.noise_matrix(kind, 0.4)
+    np.testing.assert_allclose(c.sum(1), 1.0)
+    expected_kept = 0.6 + 0.04 if kind == "uniform" else 0.6
+    np.testing.assert_allclose(np.diag(c), expected_kept)
+    labels = np.repeat(np.arange(10), 2000)
+    noisy = evograd_mwn.corrupt(labels, c, np.random.default_rng(0))
+    assert abs(np.mean(noisy != labels) - (1 - expected_kept)) < 0.02

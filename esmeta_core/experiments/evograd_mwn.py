@@ -306,7 +306,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         command=f"esmeta experiment evograd-mwn --out {out_dir}",
         wall_s=round(time.perf_counter() - start, 1),
     )
-    plot_weight_maps(result, out_dir / "mwn_weights.png")
+    plot_weight_maps(result, out_dir / "mwn_weights.png", noise=config.noises[0])
     return result
 
 
