@@ -90,8 +90,32 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return dataclasses.replace(config, **changes)
 
 
+def _experiment_config(config_cls: type, extra: list[str]) -> object:
+    """``--field value`` pairs over the defaults of an experiment's ``Config`` dataclass."""
+    config = config_cls()
+    fields = {f.name.replace("_", "-"): f for f in dataclasses.fields(config_cls)}
+    changes = {}
+    for flag, text in zip(extra[::2], extra[1::2], strict=True):
+        field = fields.get(flag.removeprefix("--"))
+        if field is None:
+            raise ValueError(f"unknown option {flag}; the experiment has {sorted(fields)}")
+        default = getattr(config, field.name)
+        if isinstance(default, tuple):
+            kind = type(default[0]) if default else str
+            value = tuple(kind(item) for item in text.split(",") if item)
+        elif isinstance(default, bool):
+            value = text.lower() in ("1", "true", "yes")
+        else:
+            value = type(default)(text)
+        changes[field.name] = value
+    return dataclasses.replace(config, **changes)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "experiment":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from esmeta_core import train  # imports JAX; after argument errors are reported
 
     try:
@@ -109,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
 
             module_name, default_out = EXPERIMENTS[args.name]
             module = importlib.import_module(f"esmeta_core.experiments.{module_name}")
-            module.run(args.out or default_out)
+            if hasattr(module, "Config"):
+                module.run(_experiment_config(module.Config, extra), args.out or default_out)
+            else:
+                module.run(args.out or default_out)
             print(f"Wrote results of {args.name} to {args.out or default_out}")
         else:
             results = train.evaluate_checkpoint(

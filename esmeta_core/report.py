@@ -64,3 +64,63 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"{r['width']} | {r['train_wall_s'] / 60:.1f} min | {r['machine']} |"
         )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# Provenance and the one result writer (the experiments protocol). Provisional
+# copy on the vsml branch with the protocol's signatures; main's version wins.
+
+
+def provenance() -> dict[str, Any]:
+    """Commit, JAX version, backend, devices, processes, machine and date."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+
+    import jax
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {
+        "git_commit": commit,
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "processes": jax.process_count(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_result(
+    path: str | Path,
+    payload: dict[str, Any],
+    *,
+    config: Any = None,
+    command: str,
+    wall_s: float | None = None,
+) -> dict[str, Any]:
+    """Writes ``{"command", "config", "provenance", "wall_s", **payload}`` as JSON."""
+    import dataclasses
+
+    record = {
+        "command": command,
+        "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config,
+        "provenance": provenance(),
+        "wall_s": None if wall_s is None else round(wall_s, 1),
+        **payload,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return record

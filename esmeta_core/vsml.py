@@ -56,6 +56,24 @@ class VSMLConfig(NamedTuple):
     state_size: int = 16
     ticks: int = 1
     hidden: tuple[int, ...] = ()
+    init: str = "reference"
+
+
+INITS = ("reference", "legacy")
+"""``VSMLConfig.init``: how the meta-parameters and each episode's fast state start.
+
+- ``"reference"`` (default), as in the authors' code (``recurrent.py``,
+  ``models.py`` of louiskirsch/vsml-neurips2021): forget-gate bias +5 and
+  input-gate bias -5 (a memory written slowly that barely forgets), LSTM weights
+  from a normal truncated at 2 std with std ``1/sqrt(fan_in)``; each episode's cell
+  state is that truncated normal with std ``1/sqrt(n_in)`` on the first half of the
+  ``state_size`` units and zero on the rest, ``h = 0``. No meta-learned scale.
+- ``"legacy"``: this project's first choice: forget bias +1, input bias 0, normal
+  weights, cell state ``init_c_scale * N(0, 1)`` on every unit with a meta-learned
+  ``init_c_scale`` (0.5 at the start).
+"""
+FORGET_BIAS, INPUT_BIAS = 5.0, -5.0  # the reference's gate offsets
+RANDOM_STATE_FRACTION = 0.5  # the reference's init_rand_proportion
 
 
 class VSMLState(NamedTuple):
@@ -78,22 +96,54 @@ def validate_config(config: VSMLConfig) -> None:
         raise ValueError(f"ticks (micro-ticks per phase) must be >= 1, got {config.ticks}.")
     if any(width < 1 for width in config.hidden):
         raise ValueError(f"hidden layer widths must be >= 1, got {config.hidden}.")
+    if config.init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {config.init!r}.")
+
+
+def _truncated_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """Normal truncated at +-2 std, rescaled to std ``std`` (Haiku's ``TruncatedNormal``)."""
+    # the std of a standard normal truncated at +-2 is 0.8796
+    return jax.random.truncated_normal(key, -2.0, 2.0, shape) * (std / 0.87962566)
 
 
 def init_meta_params(key: jax.Array, config: VSMLConfig | None = None) -> dict[str, jax.Array]:
-    """The shared LSTM parameters: a few thousand numbers, whatever the layer size."""
+    """The shared LSTM parameters: a few thousand numbers, whatever the layer size.
+
+    Gate order in ``lstm_w``/``lstm_b`` columns: input, forget, candidate, output
+    (``state_size`` each). ``config.init`` picks the initialisation (see ``INITS``).
+    Under ``"reference"`` the gate offsets of the reference (forget +5, input -5)
+    are the starting values of the learned bias, which is the same family of
+    functions as a fixed offset plus a zero-initialised bias.
+
+    Returns:
+      ``{"lstm_w": f32[2m + s, 4s], "lstm_b": f32[4s], "fwd_w": f32[s, m]}``, plus
+      ``"bwd_w": f32[s, m]`` when ``config.hidden`` is not empty (a single layer's
+      backward messages leave the network, so ES would perturb numbers that
+      cannot change the fitness; ``"legacy"`` keeps them, as before), and
+      ``"init_c_scale"`` (a scalar) under ``"legacy"``.
+    """
     config = VSMLConfig() if config is None else config
     validate_config(config)
     m, s = config.message_size, config.state_size
     k_lstm, k_f, k_b = jax.random.split(key, 3)
-    bias = jnp.zeros(4 * s).at[s : 2 * s].set(1.0)  # forget gates start open
-    return {
-        "lstm_w": jax.random.normal(k_lstm, (2 * m + s, 4 * s)) / jnp.sqrt(2 * m + s),
+    if config.init == "legacy":
+        bias = jnp.zeros(4 * s).at[s : 2 * s].set(1.0)  # forget gates start open
+        return {
+            "lstm_w": jax.random.normal(k_lstm, (2 * m + s, 4 * s)) / jnp.sqrt(2 * m + s),
+            "lstm_b": bias,
+            "fwd_w": jax.random.normal(k_f, (s, m)) / jnp.sqrt(s),
+            "bwd_w": jax.random.normal(k_b, (s, m)) / jnp.sqrt(s),
+            "init_c_scale": jnp.float32(0.5),  # per-episode random initial states
+        }
+    bias = jnp.zeros(4 * s).at[:s].set(INPUT_BIAS).at[s : 2 * s].set(FORGET_BIAS)
+    meta = {
+        "lstm_w": _truncated_normal(k_lstm, (2 * m + s, 4 * s), 1 / (2 * m + s) ** 0.5),
         "lstm_b": bias,
-        "fwd_w": jax.random.normal(k_f, (s, m)) / jnp.sqrt(s),
-        "bwd_w": jax.random.normal(k_b, (s, m)) / jnp.sqrt(s),
-        "init_c_scale": jnp.float32(0.5),  # per-episode random initial states
+        "fwd_w": _truncated_normal(k_f, (s, m), 1 / s**0.5),
     }
+    if config.hidden:  # a single layer discards its backward messages: no bwd_w to perturb
+        meta["bwd_w"] = _truncated_normal(k_b, (s, m), 1 / s**0.5)
+    return meta
 
 
 def num_meta_params(meta: Any) -> int:
@@ -101,10 +151,29 @@ def num_meta_params(meta: Any) -> int:
 
 
 def init_state(key: jax.Array, meta: dict, n_in: int, n_out: int, config: VSMLConfig) -> VSMLState:
-    """Fresh fast state for one episode; ``c`` is random, like a random weight initialisation."""
+    """Fresh fast state for one episode; ``c`` is random, like a random weight initialisation.
+
+    ``"reference"``: ``c[..., :s/2]`` ~ truncated normal with std ``1/sqrt(n_in)``,
+    ``c[..., s/2:] = 0``. ``"legacy"``: ``c = meta["init_c_scale"] * N(0, 1)``.
+    A meta dict with ``"init_c_scale"`` (the hand-set SGD cell has 0) always uses
+    the legacy rule. ``h = 0`` in both.
+
+    Returns:
+      ``VSMLState`` with h, c of f32[n_in, n_out, state_size].
+    """
     shape = (n_in, n_out, config.state_size)
     dtype = meta["lstm_w"].dtype
-    c = meta["init_c_scale"] * jax.random.normal(key, shape, dtype)
+    if "init_c_scale" in meta:
+        c = meta["init_c_scale"] * jax.random.normal(key, shape, dtype)
+    else:
+        rand = int(config.state_size * RANDOM_STATE_FRACTION)
+        c = jnp.concatenate(
+            [
+                _truncated_normal(key, (n_in, n_out, rand), 1 / n_in**0.5).astype(dtype),
+                jnp.zeros((n_in, n_out, config.state_size - rand), dtype),
+            ],
+            axis=-1,
+        )
     return VSMLState(h=jnp.zeros(shape, dtype), c=c)
 
 
@@ -139,6 +208,8 @@ def tick(
     )  # f32[n_in, n_out, 2m]
     state = lstm_cell(meta, state, inputs)
     forward_out = jnp.mean(state.h @ meta["fwd_w"], axis=0)  # f32[n_out, m]
+    if "bwd_w" not in meta:  # a single layer: nobody reads the backward messages
+        return state, forward_out, jnp.zeros((n_in, forward_out.shape[-1]), forward_out.dtype)
     backward_out = jnp.mean(state.h @ meta["bwd_w"], axis=1)  # f32[n_in, m]
     return state, forward_out, backward_out
 
@@ -176,6 +247,11 @@ def online_logits(
       logits f32[T, num_classes], each computed *before* its label was shown.
     """
     config = VSMLConfig() if config is None else config
+    if config.hidden and "bwd_w" not in meta:
+        raise ValueError(
+            "a network with hidden layers needs meta['bwd_w'] (its backward messages): "
+            "make the meta-parameters with init_meta_params(key, config) of that config."
+        )
     m = config.message_size
     widths = (inputs.shape[1], *config.hidden, num_classes)
     # Layer k's cells start from init_state; layer 0 uses `key`, deeper ones fold_in(key, k).
@@ -285,15 +361,6 @@ def imitation_loss(
     return jnp.mean((vsml_logits - sgd_logits) ** 2)
 
 
-def check_episode_length(length: int, available: int) -> None:
-    """Raises ``ValueError`` when an episode asks for more examples than the data has."""
-    if length < 1 or length > available:
-        raise ValueError(
-            f"episode length {length} is not possible: the data has {available} examples; "
-            f"choose 1 <= length <= {available}."
-        )
-
-
 def sgd_handset_meta_params(
     *, lr: float, config: VSMLConfig | None = None, a: float = 1e-2, b: float = 1e-3
 ) -> dict[str, jax.Array]:
@@ -331,34 +398,3 @@ def sgd_handset_meta_params(
         "bwd_w": jnp.zeros((s, m)),
         "init_c_scale": jnp.float32(0.0),
     }
-
-
-def sample_task(
-    rng, features, labels, *, num_classes: int, length: int, n_in: int
-) -> tuple[jax.Array, jax.Array]:
-    """One online-learning task from a labelled data set (NumPy in, arrays out).
-
-    Picks ``num_classes`` classes at random and relabels them ``0..num_classes-1``
-    in random order, draws ``length`` of their examples, and projects the
-    features to ``n_in`` dimensions with a random Gaussian matrix (then
-    standardises them), so that a learned learner cannot memorise one data set.
-
-    Args:
-      rng: a ``numpy.random.Generator``.
-      features: f32[n, d]; labels: int[n].
-
-    Returns:
-      ``(inputs f32[length, n_in], labels i32[length])``.
-    """
-    import numpy as np
-
-    classes = rng.choice(np.unique(labels), size=num_classes, replace=False)
-    pool = np.flatnonzero(np.isin(labels, classes))
-    check_episode_length(length, len(pool))
-    picks = rng.choice(pool, size=length, replace=False)
-    relabel = {c: k for k, c in enumerate(classes)}
-    y = np.array([relabel[c] for c in labels[picks]], np.int32)
-    projection = rng.normal(size=(features.shape[1], n_in)) / np.sqrt(features.shape[1])
-    x = features[picks] @ projection
-    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-    return jnp.asarray(x, jnp.float32), jnp.asarray(y)
