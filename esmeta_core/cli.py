@@ -22,6 +22,8 @@ EXPERIMENTS = {
     "evograd-mwn": ("evograd_mwn", "results/evograd"),
     "population-sweep": ("population_sweep", "results/protonet"),
     "vsml": ("vsml_generalisation", "results/vsml"),
+    "vsml-invariance": ("vsml_invariance", "results/vsml"),
+    "vsml-long": ("vsml_long", "results/vsml"),
 }
 OVERRIDES = (
     "method",
