@@ -17,7 +17,7 @@ import numpy as np
 from esmeta_core import protonet
 from esmeta_core.data import Episode
 from esmeta_core.profiling import compiled_memory
-from esmeta_core.train import environment
+from esmeta_core.report import provenance
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 
@@ -66,7 +66,7 @@ def write_result(name: str, rows: list[dict[str, Any]], **extra: Any) -> Path:
     payload = {
         "benchmark": name,
         "command": " ".join(["python -m benchmarks." + Path(sys.argv[0]).stem, *sys.argv[1:]]),
-        **environment(),
+        **provenance(),
         **extra,
         "rows": rows,
     }

@@ -12,18 +12,23 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from esmeta_core.configs import PRESETS, TrainConfig, get_preset
 
-# name -> (module under esmeta_core.experiments, default output folder)
+# name -> module under esmeta_core.experiments. Each module has a frozen dataclass
+# `Config` and `run(config, out_dir)`; its fields are `esmeta experiment NAME --field v`
+# overrides. Output goes to runs/experiments/NAME unless --out names a folder (the
+# committed results were written with --out results/<group>).
 EXPERIMENTS = {
-    "evograd-1d": ("evograd_toy", "results/evograd"),
-    "evograd-rotation": ("evograd_rotation", "results/evograd"),
-    "evograd-mwn": ("evograd_mwn", "results/evograd"),
-    "population-sweep": ("population_sweep", "results/protonet"),
-    "vsml": ("vsml_generalisation", "results/vsml"),
-    "vsml-invariance": ("vsml_invariance", "results/vsml"),
-    "vsml-long": ("vsml_long", "results/vsml"),
+    "evograd-1d": "evograd_toy",
+    "evograd-rotation": "evograd_rotation",
+    "evograd-mwn": "evograd_mwn",
+    "population-sweep": "population_sweep",
+    "vsml": "vsml_generalisation",
+    "vsml-invariance": "vsml_invariance",
+    "vsml-long": "vsml_long",
 }
 OVERRIDES = (
     "method",
@@ -80,10 +85,56 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default=None)
     ev.add_argument("--width", type=int, default=None, help="fail unless the checkpoint has it")
     ev.add_argument("--no-progress", action="store_true")
-    exp = sub.add_parser("experiment", help="run a named experiment, writing under results/")
+    exp = sub.add_parser(
+        "experiment",
+        help="run a named experiment (its Config fields are --field overrides)",
+        description="Runs a named experiment. Every field of the experiment's Config is an "
+        "override: esmeta experiment evograd-mwn --seeds 1 --steps 200.",
+    )
     exp.add_argument("name", choices=sorted(EXPERIMENTS))
-    exp.add_argument("--out", default=None, help="output folder (default: results/<group>)")
+    exp.add_argument("--out", default=None, help="output folder (default: runs/experiments/<name>)")
     return parser
+
+
+def _field_parser(field: dataclasses.Field) -> Callable[[str], Any]:
+    """A parser for a dataclass field's type: int, float, str, bool, or a tuple of one."""
+    kind = field.type if isinstance(field.type, str) else str(field.type)
+    kind = field.type.__name__ if isinstance(field.type, type) else kind
+    kind = kind.replace(" ", "").replace("|None", "").replace("Optional[", "").rstrip("]")
+    scalars: dict[str, Callable[[str], Any]] = {
+        "int": int,
+        "float": float,
+        "str": str,
+        "bool": _parse_bool,
+    }
+    if kind.startswith("tuple["):
+        parse = scalars.get(kind[len("tuple[") :].split(",")[0], str)
+        return lambda text: tuple(parse(t) for t in text.split(",") if t)
+    return scalars.get(kind, str)
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def experiment_config(config_class: type, argv: list[str], prog: str) -> Any:
+    """The experiment's default ``Config`` with ``--field value`` overrides from ``argv``."""
+    parser = argparse.ArgumentParser(prog=prog)
+    for field in dataclasses.fields(config_class):
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            dest=field.name,
+            type=_field_parser(field),
+            default=None,
+            help=f"default: {field.default!r}",
+        )
+    args = parser.parse_args(argv)
+    changes = {k: v for k, v in vars(args).items() if v is not None}
+    return dataclasses.replace(config_class(), **changes)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -92,32 +143,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return dataclasses.replace(config, **changes)
 
 
-def _experiment_config(config_cls: type, extra: list[str]) -> object:
-    """``--field value`` pairs over the defaults of an experiment's ``Config`` dataclass."""
-    config = config_cls()
-    fields = {f.name.replace("_", "-"): f for f in dataclasses.fields(config_cls)}
-    changes = {}
-    for flag, text in zip(extra[::2], extra[1::2], strict=True):
-        field = fields.get(flag.removeprefix("--"))
-        if field is None:
-            raise ValueError(f"unknown option {flag}; the experiment has {sorted(fields)}")
-        default = getattr(config, field.name)
-        if isinstance(default, tuple):
-            kind = type(default[0]) if default else str
-            value = tuple(kind(item) for item in text.split(",") if item)
-        elif isinstance(default, bool):
-            value = text.lower() in ("1", "true", "yes")
-        else:
-            value = type(default)(text)
-        changes[field.name] = value
-    return dataclasses.replace(config, **changes)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "experiment":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args, rest = build_parser().parse_known_args(argv)
+    if rest and args.command != "experiment":
+        build_parser().parse_args(argv)  # reports the unknown arguments and exits 2
     from esmeta_core import train  # imports JAX; after argument errors are reported
 
     try:
@@ -133,13 +162,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "experiment":
             import importlib
 
-            module_name, default_out = EXPERIMENTS[args.name]
-            module = importlib.import_module(f"esmeta_core.experiments.{module_name}")
+            module = importlib.import_module(f"esmeta_core.experiments.{EXPERIMENTS[args.name]}")
+            out = args.out or f"runs/experiments/{args.name}"
             if hasattr(module, "Config"):
-                module.run(_experiment_config(module.Config, extra), args.out or default_out)
-            else:
-                module.run(args.out or default_out)
-            print(f"Wrote results of {args.name} to {args.out or default_out}")
+                config = experiment_config(module.Config, rest, f"esmeta experiment {args.name}")
+                module.run(config, out)
+            else:  # not yet converted to Config + run(config, out_dir)
+                if rest:
+                    build_parser().parse_args(argv)
+                module.run(out)
+            print(f"Wrote results of {args.name} to {out}")
         else:
             results = train.evaluate_checkpoint(
                 args.workdir,

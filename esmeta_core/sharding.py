@@ -1,8 +1,8 @@
 """Meshes over every device of every process, and multi-host start-up.
 
 One mesh axis, ``"pop"``, spans all devices of all processes: the ES
-population is split along it. The same code runs on one CPU, on the 8 cores
-of a Colab/Kaggle TPU, on simulated CPU devices
+population is split along it. The same code runs on one CPU, on the 8 devices
+of a Kaggle TPU (v3-8, v5e-8) or the single chip of a Colab TPU, on simulated CPU devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=8``) and, after
 :func:`initialize_distributed`, on a TPU pod, a GPU cluster or several local
 CPU processes.

@@ -17,12 +17,9 @@ ends with the same parameters as one that was never interrupted.
 
 from __future__ import annotations
 
-import datetime
 import functools
 import json
 import os
-import platform
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +35,7 @@ from tqdm import tqdm  # plain text bars: the same in terminals, notebooks and C
 from esmeta_core import es, protonet, sharding
 from esmeta_core.configs import TrainConfig, es_config, validate
 from esmeta_core.data import Episode, load_split, sample_episodes
+from esmeta_core.report import provenance
 
 CHECKPOINT = "checkpoint.msgpack"
 
@@ -223,36 +221,6 @@ def check_workdir_config(workdir: Path, config: TrainConfig) -> TrainConfig:
 # The experiment.
 
 
-def git_commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def environment() -> dict[str, Any]:
-    """Commit, versions and devices, for the summary."""
-    return {
-        "git_commit": git_commit(),
-        "jax_version": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "num_devices": jax.device_count(),
-        "num_processes": jax.process_count(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def _metrics_up_to(path: Path, step: int) -> list[str]:
     """Lines of ``metrics.jsonl`` logged at or before ``step`` (drops those past a checkpoint)."""
     if not path.exists():
@@ -366,7 +334,7 @@ def train_and_evaluate(
     )
     summary = {
         "config": config.to_json(),
-        **environment(),
+        **provenance(),
         "train_wall_s": round(train_wall, 1),
         "resumed_from_step": start,
         "num_params": protonet.num_params(params_host),
@@ -416,7 +384,7 @@ def evaluate_checkpoint(
             model, state.params, images, way=way, shot=shot, episodes=episodes, progress=progress
         )
         results[f"{way}w{shot}s"] = r._asdict()
-    out = {"step": state.step, "split": split, "results": results, **environment()}
+    out = {"step": state.step, "split": split, "results": results, **provenance()}
     (workdir / "eval.json").write_text(json.dumps(out, indent=2))
     return results
 

@@ -30,7 +30,7 @@ def clean(nb) -> None:
         if cell.cell_type == "code":
             for output in cell.get("outputs", []):
                 output.get("metadata", {}).pop("execution", None)
-    for key in ("colab", "accelerator", "widgets", "papermill"):
+    for key in ("widgets", "papermill"):  # accelerator/colab/kaggle come from the .md header
         nb.metadata.pop(key, None)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import jupytext
 import pytest
 
+from esmeta_core import runtime
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks").glob("*.md"))
 
@@ -76,7 +78,12 @@ def test_book_builds_without_warnings(tmp_path):
     for md in SOURCES:
         assert f"{md.stem}.html" in index, f"the front page does not link {md.stem}"
         page = (html / "notebooks" / f"{md.stem}.html").read_text()
-        assert (
-            f"colab.research.google.com/github/esmeta-dev/esmeta/blob/main/notebooks/{md.stem}.ipynb"
-            in page
-        )
+        repository = runtime.REPOSITORY.removeprefix("https://github.com/")
+        launch = f"github/{repository}/blob/{runtime.REVISION}/notebooks/{md.stem}.ipynb"
+        assert f"colab.research.google.com/{launch}" in page
+
+
+def test_tpu_chapter_opens_on_a_tpu_runtime():
+    metadata = jupytext.read(ROOT / "notebooks" / "06_tpu_meta_training.ipynb").metadata
+    assert metadata["accelerator"] == "TPU"
+    assert metadata["kaggle"]["accelerator"].startswith("tpu")

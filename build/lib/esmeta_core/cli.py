@@ -1,0 +1,204 @@
+"""The ``esmeta`` command: a thin layer over :mod:`esmeta_core.train`.
+
+esmeta train --preset main --workdir runs/main       # ES-ProtoNet 5-way 5-shot
+esmeta train --preset backprop-5w5s --steps 2000     # a preset with overrides
+esmeta train --workdir runs/main --resume            # continue an interrupted run
+esmeta eval --workdir runs/main                      # 5w1s/5w5s/20w1s/20w5s
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from esmeta_core.configs import PRESETS, TrainConfig, get_preset
+
+# name -> module under esmeta_core.experiments. Each module has a frozen dataclass
+# `Config` and `run(config, out_dir)`; its fields are `esmeta experiment NAME --field v`
+# overrides. Output goes to runs/experiments/NAME unless --out names a folder (the
+# committed results were written with --out results/<group>).
+EXPERIMENTS = {
+    "evograd-1d": "evograd_toy",
+    "evograd-rotation": "evograd_rotation",
+    "evograd-mwn": "evograd_mwn",
+    "population-sweep": "population_sweep",
+    "vsml": "vsml_generalisation",
+}
+OVERRIDES = (
+    "method",
+    "way",
+    "shot",
+    "query",
+    "population",
+    "sigma",
+    "lr",
+    "steps",
+    "seed",
+    "width",
+    "eval_episodes",
+    "chunk_size",
+    "communication",
+    "train_way",
+    "batch",
+)
+
+
+def _parse_settings(text: str) -> tuple[tuple[int, int], ...]:
+    out = []
+    for item in text.split(","):
+        way, shot = item.strip().rstrip("s").split("w")
+        out.append((int(way), int(shot)))
+    return tuple(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="esmeta", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="meta-train a ProtoNet on Omniglot")
+    train.add_argument("--preset", default="main", help=f"one of {sorted(PRESETS)}")
+    train.add_argument("--config", help="a JSON file of TrainConfig fields (instead of a preset)")
+    train.add_argument("--workdir", default="runs/main")
+    train.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+    train.add_argument("--no-progress", action="store_true")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name in OVERRIDES:
+        kind = {"method": str, "communication": str, "sigma": float, "lr": float}.get(name, int)
+        train.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=None,
+            help=f"override {name} (preset default: see esmeta_core/configs.py)",
+        )
+    del fields
+    ev = sub.add_parser("eval", help="test a checkpoint on 5w1s, 5w5s, 20w1s, 20w5s")
+    ev.add_argument("--workdir", required=True)
+    ev.add_argument("--episodes", type=int, default=1000)
+    ev.add_argument("--settings", default="5w1s,5w5s,20w1s,20w5s")
+    ev.add_argument("--split", default=None)
+    ev.add_argument("--width", type=int, default=None, help="fail unless the checkpoint has it")
+    ev.add_argument("--no-progress", action="store_true")
+    exp = sub.add_parser(
+        "experiment",
+        help="run a named experiment (its Config fields are --field overrides)",
+        description="Runs a named experiment. Every field of the experiment's Config is an "
+        "override: esmeta experiment evograd-mwn --seeds 1 --steps 200.",
+    )
+    exp.add_argument("name", choices=sorted(EXPERIMENTS))
+    exp.add_argument("--out", default=None, help="output folder (default: runs/experiments/<name>)")
+    return parser
+
+
+def _field_parser(field: dataclasses.Field) -> Callable[[str], Any]:
+    """A parser for a dataclass field's type: int, float, str, bool, or a tuple of one."""
+    kind = field.type if isinstance(field.type, str) else str(field.type)
+    kind = field.type.__name__ if isinstance(field.type, type) else kind
+    kind = kind.replace(" ", "").replace("|None", "").replace("Optional[", "").rstrip("]")
+    scalars: dict[str, Callable[[str], Any]] = {
+        "int": int,
+        "float": float,
+        "str": str,
+        "bool": _parse_bool,
+    }
+    if kind.startswith("tuple["):
+        parse = scalars.get(kind[len("tuple[") :].split(",")[0], str)
+        return lambda text: tuple(parse(t) for t in text.split(",") if t)
+    return scalars.get(kind, str)
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def experiment_config(config_class: type, argv: list[str], prog: str) -> Any:
+    """The experiment's default ``Config`` with ``--field value`` overrides from ``argv``."""
+    parser = argparse.ArgumentParser(prog=prog)
+    for field in dataclasses.fields(config_class):
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            dest=field.name,
+            type=_field_parser(field),
+            default=None,
+            help=f"default: {field.default!r}",
+        )
+    args = parser.parse_args(argv)
+    changes = {k: v for k, v in vars(args).items() if v is not None}
+    return dataclasses.replace(config_class(), **changes)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    config = TrainConfig.load(args.config) if args.config else get_preset(args.preset)
+    changes = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n) is not None}
+    return dataclasses.replace(config, **changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = build_parser().parse_known_args(argv)
+    if rest and args.command != "experiment":
+        build_parser().parse_args(argv)  # reports the unknown arguments and exits 2
+    from esmeta_core import train  # imports JAX; after argument errors are reported
+
+    try:
+        if args.command == "train":
+            config = config_from_args(args)
+            summary = train.train_and_evaluate(
+                config, args.workdir, resume=args.resume, progress=not args.no_progress
+            )
+            print(
+                f"Wrote {args.workdir}/summary.json (train wall time {summary['train_wall_s']} s)"
+            )
+            print(train.summary_line(summary))
+        elif args.command == "experiment":
+            import importlib
+
+            module = importlib.import_module(f"esmeta_core.experiments.{EXPERIMENTS[args.name]}")
+            out = args.out or f"runs/experiments/{args.name}"
+            if hasattr(module, "Config"):
+                config = experiment_config(module.Config, rest, f"esmeta experiment {args.name}")
+                module.run(config, out)
+            else:  # not yet converted to Config + run(config, out_dir)
+                if rest:
+                    build_parser().parse_args(argv)
+                module.run(out)
+            print(f"Wrote results of {args.name} to {out}")
+        else:
+            results = train.evaluate_checkpoint(
+                args.workdir,
+                settings=_parse_settings(args.settings),
+                episodes=args.episodes,
+                split=args.split,
+                width=args.width,
+                progress=not args.no_progress,
+            )
+            for setting, r in results.items():
+                print(
+                    f"{setting}: {100 * r['accuracy']:.2f} % +- {100 * r['ci95']:.2f} "
+                    f"(95 % CI, {r['episodes']} episodes)"
+                )
+            print(json.dumps({"eval_json": f"{args.workdir}/eval.json"}))
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"esmeta: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.command != "train":
+            raise
+        print(
+            f"\nesmeta: interrupted. Continue from the last checkpoint with:\n"
+            f"  esmeta train --workdir {args.workdir} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

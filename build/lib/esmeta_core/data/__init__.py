@@ -1,0 +1,43 @@
+"""Omniglot loading and few-shot episode sampling (NumPy in, NumPy out)."""
+
+from esmeta_core.data.download import DownloadError, fetch, sha256_of
+from esmeta_core.data.episodes import (
+    Episode,
+    check_episode_size,
+    episode_rng,
+    sample_episode,
+    sample_episodes,
+)
+from esmeta_core.data.omniglot import (
+    DATA_DIR_ENV,
+    SPLITS,
+    DataCorruptError,
+    DataNotFoundError,
+    OmniglotSplit,
+    load_split,
+    preprocess,
+    read_npz,
+    read_zip,
+    resolve_data_dir,
+)
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "SPLITS",
+    "DataCorruptError",
+    "DataNotFoundError",
+    "DownloadError",
+    "Episode",
+    "OmniglotSplit",
+    "check_episode_size",
+    "episode_rng",
+    "fetch",
+    "load_split",
+    "preprocess",
+    "read_npz",
+    "read_zip",
+    "resolve_data_dir",
+    "sample_episode",
+    "sample_episodes",
+    "sha256_of",
+]

@@ -1,0 +1,342 @@
+"""Evolution strategies: a gradient estimate from forward passes only.
+
+**Sign convention: the estimator minimises.** ``loss_fn(params, *args)``
+returns a scalar loss, and :func:`es_grad` returns an estimate of the
+gradient of the Gaussian-smoothed loss, shaped like ``params``:
+
+.. math::
+
+   \\nabla_\\theta \\, \\mathbb{E}_{\\epsilon \\sim \\mathcal{N}(0, I)}
+   [L(\\theta + \\sigma\\epsilon)]
+   \\approx \\frac{1}{N\\sigma} \\sum_{i=1}^{N} s_i \\, \\epsilon_i ,
+
+where :math:`s_i` is member :math:`i`'s shaped loss (Salimans et al. 2017,
+arXiv:1703.03864). Any optax optimizer descends it unchanged.
+
+Three rules make it scale:
+
+- **Noise is regenerated, never stored.** Direction ``j``'s perturbation is
+  drawn from ``fold_in(key, j)``, leaf by leaf, wherever it is needed. No
+  ``N x D`` matrix exists; memory grows with ``N`` only by ``N`` scalars.
+- **Antithetic pairs.** Member ``2j`` is ``theta + sigma eps_j`` and member
+  ``2j + 1`` is ``theta - sigma eps_j``.
+- **Sharding.** Directions are split over the mesh axis ``"pop"``, which may
+  span every device of every process. Each device evaluates its own members in
+  chunks (``lax.map`` with ``batch_size=chunk_size``), the ``N`` scalar losses
+  are all-gathered and shaped over the whole population, and then either
+
+  - ``"psum"``: each device sums ``w_j eps_j`` over its own directions and one
+    ``D``-sized all-reduce adds them up, or
+  - ``"regenerate"``: each device regenerates all ``N`` perturbations itself
+    and sums them (no ``D``-sized traffic; the Salimans et al. scheme).
+
+**Non-finite losses** (a diverged member) are replaced by the worst finite
+loss of the population before shaping: the member ranks last and the update
+stays finite. ``ESStats.num_nonfinite`` counts them. If every member is
+non-finite the gradient is zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from esmeta_core.sharding import POP_AXIS, P, population_mesh
+
+SHAPINGS = ("centered_rank", "z_score", "raw")
+COMMUNICATIONS = ("psum", "regenerate")
+
+
+class ESConfig(NamedTuple):
+    """Options of the ES estimator.
+
+    Attributes:
+      population: number of members ``N`` (perturbed copies) per estimate.
+      sigma: standard deviation of the perturbations.
+      antithetic: evaluate ``theta +- sigma eps`` in pairs (``N`` must be even).
+      shaping: ``"centered_rank"`` (ranks in [-0.5, 0.5]), ``"z_score"`` or ``"raw"``.
+      chunk_size: directions evaluated together with ``vmap`` inside ``lax.map``
+        (1: one at a time; the population per device: all at once).
+      communication: ``"psum"`` or ``"regenerate"`` (see the module docstring).
+    """
+
+    population: int = 256
+    sigma: float = 0.01
+    antithetic: bool = True
+    shaping: str = "centered_rank"
+    chunk_size: int = 1
+    communication: str = "psum"
+
+
+class ESStats(NamedTuple):
+    """Per-step statistics of the population's losses (non-finite ones left out)."""
+
+    loss_mean: jax.Array
+    loss_std: jax.Array
+    loss_min: jax.Array
+    loss_max: jax.Array
+    num_nonfinite: jax.Array
+    grad_norm: jax.Array
+    losses: jax.Array  # f32[N], member order (2j: theta + sigma eps_j, 2j + 1: theta - ...)
+
+
+def num_directions(config: ESConfig) -> int:
+    """How many independent noise directions a population of ``config`` uses."""
+    return config.population // 2 if config.antithetic else config.population
+
+
+def validate_config(config: ESConfig, num_devices: int = 1) -> None:
+    """Raises ``ValueError`` naming the field and the allowed values."""
+    if not isinstance(config.population, int) or config.population < 1:
+        raise ValueError(f"population must be a positive integer, got {config.population!r}.")
+    if config.antithetic and config.population % 2:
+        raise ValueError(
+            f"population={config.population} is odd, but antithetic sampling evaluates "
+            "members in +/- pairs: use an even population or antithetic=False."
+        )
+    per_member = 2 if config.antithetic else 1
+    if num_directions(config) % num_devices:
+        raise ValueError(
+            f"population={config.population} does not split evenly over {num_devices} "
+            f"devices: use a multiple of {per_member * num_devices}"
+            + (" (antithetic pairs stay on one device)." if config.antithetic else ".")
+        )
+    if not (isinstance(config.sigma, (int, float)) and math.isfinite(config.sigma)) or (
+        config.sigma <= 0
+    ):
+        raise ValueError(f"sigma must be a positive number, got {config.sigma!r}.")
+    if config.shaping not in SHAPINGS:
+        raise ValueError(f"shaping must be one of {SHAPINGS}, got {config.shaping!r}.")
+    if config.communication not in COMMUNICATIONS:
+        raise ValueError(
+            f"communication must be one of {COMMUNICATIONS}, got {config.communication!r}."
+        )
+    if not isinstance(config.chunk_size, int) or config.chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {config.chunk_size!r}.")
+
+
+# ----------------------------------------------------------------------------
+# The maths: noise, shaping, weighted sum.
+
+
+def direction_noise(key: jax.Array, params: Any, direction: jax.Array) -> Any:
+    """Direction ``j``'s standard normal perturbation, shaped like ``params``.
+
+    Regenerated from ``fold_in(key, j)`` and then one key per leaf, so the same
+    ``(key, j)`` gives the same noise on any device, in any order.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.fold_in(key, direction), len(leaves))
+    noise = [
+        jax.random.normal(k, jnp.shape(x), jnp.result_type(x))
+        for k, x in zip(keys, leaves, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, noise)
+
+
+def member_noise(key: jax.Array, params: Any, member: int, *, antithetic: bool = True) -> Any:
+    """Member ``i``'s perturbation ``eps_i``: ``+eps_j`` for ``i = 2j``, ``-eps_j`` for ``2j + 1``.
+
+    Without antithetic sampling member ``i`` uses direction ``i``. The estimator
+    evaluates both members of a pair from one regenerated direction.
+    """
+    if not antithetic:
+        return direction_noise(key, params, member)
+    sign = 1.0 - 2.0 * (member % 2)
+    return jax.tree.map(lambda e: sign * e, direction_noise(key, params, member // 2))
+
+
+def centered_ranks(x: jax.Array) -> jax.Array:
+    """Ranks of ``x`` scaled to [-0.5, 0.5] (lowest value -0.5); they sum to zero.
+
+    Tied values share their average rank, so equal losses (an antithetic pair
+    on a flat region, or a whole population of diverged members) get equal
+    weights and add nothing to the gradient.
+
+    Args:
+      x: f32[N].
+    """
+    ordered = jnp.sort(x)
+    low = jnp.searchsorted(ordered, x, side="left")  # i32[N], 0 = smallest
+    high = jnp.searchsorted(ordered, x, side="right") - 1
+    ranks = (low + high).astype(jnp.float32) / 2
+    return ranks / jnp.maximum(x.shape[0] - 1, 1) - 0.5
+
+
+def replace_nonfinite(losses: jax.Array) -> jax.Array:
+    """Replaces NaN/inf losses by the worst (largest) finite loss, or 0 if none is finite."""
+    finite = jnp.isfinite(losses)
+    worst = jnp.max(jnp.where(finite, losses, -jnp.inf))
+    worst = jnp.where(jnp.any(finite), worst, 0.0)
+    return jnp.where(finite, losses, worst)
+
+
+def shape_losses(losses: jax.Array, shaping: str) -> jax.Array:
+    """Fitness shaping over the whole population: f32[N] -> f32[N]."""
+    losses = replace_nonfinite(losses)
+    if shaping == "centered_rank":
+        return centered_ranks(losses)
+    if shaping == "z_score":
+        return (losses - losses.mean()) / (losses.std() + 1e-8)
+    if shaping == "raw":
+        return losses
+    raise ValueError(f"shaping must be one of {SHAPINGS}, got {shaping!r}.")
+
+
+def weighted_noise_sum(
+    key: jax.Array, params: Any, directions: jax.Array, weights: jax.Array, chunk_size: int
+) -> Any:
+    """``sum_j weights[j] * eps_{directions[j]}``, regenerating noise ``chunk_size`` at a time.
+
+    Args:
+      directions: i32[M] direction indices.
+      weights: f32[M].
+    """
+    chunk = math.gcd(directions.shape[0], chunk_size)
+    directions = directions.reshape(-1, chunk)  # [M / c, c]
+    weights = weights.reshape(-1, chunk)
+
+    def add_chunk(total, chunk_in):
+        dirs, w = chunk_in
+        noise = jax.vmap(lambda j: direction_noise(key, params, j))(dirs)  # leaves [c, ...]
+        return jax.tree.map(lambda t, e: t + jnp.tensordot(w, e, axes=1), total, noise), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    total, _ = lax.scan(add_chunk, zeros, (directions, weights))
+    return total
+
+
+def _perturb(params: Any, noise: Any, scale: jax.Array) -> Any:
+    return jax.tree.map(lambda p, e: p + scale * e, params, noise)
+
+
+# ----------------------------------------------------------------------------
+# The estimator.
+
+
+def es_grad(
+    loss_fn: Callable[..., jax.Array],
+    params: Any,
+    key: jax.Array,
+    *args: Any,
+    config: ESConfig | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> tuple[Any, ESStats]:
+    """Estimates the gradient of ``E[loss_fn(params + sigma eps, *args)]`` by ES.
+
+    .. math::
+
+       g = \\frac{1}{N\\sigma} \\sum_{j=1}^{N/2} (s_j^{+} - s_j^{-}) \\, \\epsilon_j
+       \\quad\\text{(antithetic)}, \\qquad
+       g = \\frac{1}{N\\sigma} \\sum_{i=1}^{N} s_i \\, \\epsilon_i \\quad\\text{(plain)}.
+
+    Args:
+      loss_fn: ``loss_fn(params, *args) -> f32[]``, to be minimised.
+      params: a pytree of float arrays, ``D`` numbers in all.
+      key: a PRNG key; the same key gives the same estimate on any mesh.
+      *args: passed to ``loss_fn`` unchanged (e.g. an episode), replicated to
+        every device.
+      config: an :class:`ESConfig` (default ``ESConfig()``).
+      mesh: a mesh with a ``"pop"`` axis (see ``sharding.population_mesh``);
+        ``None`` uses the first local device only.
+
+    Returns:
+      ``(grads, stats)``: ``grads`` shaped like ``params``, to be descended by
+      an optax optimizer, and an :class:`ESStats`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> loss = lambda p: jnp.sum((p - 1.0) ** 2)
+      >>> config = ESConfig(population=4096, sigma=0.1, shaping="raw")
+      >>> g, stats = es_grad(loss, jnp.zeros(3), jax.random.key(0), config=config)
+      >>> g.round(0)  # the true gradient is -2
+      Array([-2., -2., -2.], dtype=float32)
+
+    Reference: Salimans et al., "Evolution Strategies as a Scalable
+    Alternative to Reinforcement Learning", arXiv:1703.03864.
+    """
+    config = ESConfig() if config is None else config
+    mesh = population_mesh(jax.local_devices()[:1]) if mesh is None else mesh
+    num_devices = mesh.shape[POP_AXIS]
+    validate_config(config, num_devices)
+    directions_total = num_directions(config)
+    per_device = directions_total // num_devices
+    sigma = jnp.float32(config.sigma)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+
+    def member_losses(params, key, j, *args):
+        noise = direction_noise(key, params, j)
+        plus = loss_fn(_perturb(params, noise, sigma), *args)
+        if not config.antithetic:
+            return plus[None]
+        minus = loss_fn(_perturb(params, noise, -sigma), *args)
+        return jnp.stack([plus, minus])  # f32[2]
+
+    def on_device(params, key_data, *args):
+        key = jax.random.wrap_key_data(key_data)
+        first = lax.axis_index(POP_AXIS) * per_device
+        local_dirs = first + jnp.arange(per_device)  # i32[per_device]
+        local = lax.map(
+            lambda j: member_losses(params, key, j, *args),
+            local_dirs,
+            batch_size=min(config.chunk_size, per_device),
+        )  # f32[per_device, 1 or 2]
+        losses = lax.all_gather(local, POP_AXIS, tiled=True)  # f32[directions, 1 or 2]
+        shaped = shape_losses(losses.reshape(-1), config.shaping).reshape(losses.shape)
+        weights = shaped[:, 0] - shaped[:, 1] if config.antithetic else shaped[:, 0]
+        if config.communication == "psum":
+            local_w = lax.dynamic_slice_in_dim(weights, first, per_device)
+            partial = weighted_noise_sum(key, params, local_dirs, local_w, config.chunk_size)
+            total = lax.psum(partial, POP_AXIS)
+        else:
+            all_dirs = jnp.arange(directions_total)
+            total = weighted_noise_sum(key, params, all_dirs, weights, config.chunk_size)
+        grads = jax.tree.map(lambda t: t / (config.population * sigma), total)
+        flat = losses.reshape(-1)
+        finite = jnp.isfinite(flat)
+        count = jnp.maximum(finite.sum(), 1)
+        mean = jnp.where(finite, flat, 0.0).sum() / count
+        var = jnp.where(finite, (flat - mean) ** 2, 0.0).sum() / count
+        stats = ESStats(
+            loss_mean=mean,
+            loss_std=jnp.sqrt(var),
+            loss_min=jnp.min(jnp.where(finite, flat, jnp.inf)),
+            loss_max=jnp.max(jnp.where(finite, flat, -jnp.inf)),
+            num_nonfinite=flat.size - finite.sum(),
+            grad_norm=jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))),
+            losses=flat,
+        )
+        return grads, stats
+
+    sharded = jax.shard_map(
+        on_device,
+        mesh=mesh,
+        in_specs=(P(), P(), *(P() for _ in args)),
+        out_specs=P(),
+        check_vma=False,
+    )
+    return sharded(params, key, *args)
+
+
+def make_es_grad(
+    loss_fn: Callable[..., jax.Array],
+    *,
+    config: ESConfig | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> Callable[..., tuple[Any, ESStats]]:
+    """A jitted ``(params, key, *args) -> (grads, stats)``; checks ``config`` at once."""
+    config = ESConfig() if config is None else config
+    mesh = population_mesh(jax.local_devices()[:1]) if mesh is None else mesh
+    validate_config(config, mesh.shape[POP_AXIS])
+
+    @jax.jit
+    def grad_fn(params, key, *args):
+        return es_grad(loss_fn, params, key, *args, config=config, mesh=mesh)
+
+    return grad_fn

@@ -1,0 +1,1 @@
+"""Experiments beyond ProtoNet meta-training, each writing result files under ``results/``."""

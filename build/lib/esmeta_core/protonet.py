@@ -1,0 +1,173 @@
+"""Prototypical Networks (Snell et al. 2017, arXiv:1703.05175) with a Conv4 embedding.
+
+An episode has ``way`` classes; each class's prototype is the mean embedding
+of its support images, and a query is classified by a softmax over negative
+squared Euclidean distances to the prototypes:
+
+.. math::
+
+   c_k = \\frac{1}{|S_k|} \\sum_{x \\in S_k} f_\\theta(x), \\qquad
+   p(y = k \\mid x) = \\frac{\\exp(-\\lVert f_\\theta(x) - c_k \\rVert^2)}
+                          {\\sum_{k'} \\exp(-\\lVert f_\\theta(x) - c_{k'} \\rVert^2)} .
+
+**Batch norm uses support statistics.** Every batch-norm layer normalises with
+the mean and variance of the *support* images' activations in that layer, in
+training and at test time, under ES and under backprop alike. There are no
+running averages (so ES needs no state besides the weights), queries never
+influence each other (no transductive leakage), and an episode's queries can be
+embedded in chunks with exactly the same result, which keeps the memory of a
+forward pass flat in the number of queries.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from esmeta_core.data.episodes import Episode
+
+
+class SupportBatchNorm(nn.Module):
+    """Batch norm whose statistics come from the first ``stats_rows`` rows (the support)."""
+
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, stats_rows: int) -> jax.Array:
+        reference = x[:stats_rows]  # f32[n_support, h, w, c]
+        mean = reference.mean(axis=(0, 1, 2))
+        var = reference.var(axis=(0, 1, 2))
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+        return (x - mean) * lax.rsqrt(var + self.epsilon) * scale + bias
+
+
+class Conv4(nn.Module):
+    """The Conv4 embedding: ``depth`` x [3x3 conv, batch norm, ReLU, 2x2 max-pool].
+
+    With 28x28 inputs and ``width=64`` the embedding has 64 dimensions
+    (28 -> 14 -> 7 -> 3 -> 1 pixels).
+    """
+
+    width: int = 64
+    depth: int = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, stats_rows: int | None = None) -> jax.Array:
+        """Embeds images: f32[n, h, w, 1] -> f32[n, d]."""
+        stats_rows = x.shape[0] if stats_rows is None else stats_rows
+        for _ in range(self.depth):
+            x = nn.Conv(self.width, (3, 3), padding="SAME")(x)
+            x = SupportBatchNorm()(x, stats_rows)
+            x = nn.relu(x)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        return x.reshape(x.shape[0], -1)
+
+
+def init_params(key: jax.Array, model: Conv4, image_size: int = 28) -> Any:
+    """Initial Conv4 parameters (a pytree) for ``image_size`` x ``image_size`` images."""
+    return model.init(key, jnp.zeros((2, image_size, image_size, 1)))["params"]
+
+
+def num_params(params: Any) -> int:
+    """Total number of scalars in a parameter pytree."""
+    return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def prototypes(z_support: jax.Array, support_labels: jax.Array, way: int) -> jax.Array:
+    """Class means of support embeddings: f32[n_support, d] -> f32[way, d]."""
+    one_hot = jax.nn.one_hot(support_labels, way, dtype=z_support.dtype)  # [n_support, way]
+    return (one_hot.T @ z_support) / one_hot.sum(axis=0)[:, None]
+
+
+def squared_distances(z_query: jax.Array, protos: jax.Array) -> jax.Array:
+    """f32[n_query, d], f32[way, d] -> f32[n_query, way] of squared Euclidean distances."""
+    return (
+        jnp.sum(z_query**2, axis=1, keepdims=True)
+        - 2.0 * z_query @ protos.T
+        + jnp.sum(protos**2, axis=1)[None, :]
+    )
+
+
+def _chunk_loss_and_correct(model, params, support, support_labels, query, query_labels, way):
+    """Summed cross-entropy and number of correct answers over one chunk of queries."""
+    n_support = support.shape[0]
+    z = model.apply({"params": params}, jnp.concatenate([support, query]), stats_rows=n_support)
+    protos = prototypes(z[:n_support], support_labels, way)  # f32[way, d]
+    logits = -squared_distances(z[n_support:], protos)  # f32[n_query_chunk, way]
+    log_probs = jax.nn.log_softmax(logits)
+    nll = -jnp.take_along_axis(log_probs, query_labels[:, None], axis=1).sum()
+    correct = (jnp.argmax(logits, axis=1) == query_labels).sum()
+    return nll, correct
+
+
+def episode_loss_and_accuracy(
+    model: Conv4,
+    params: Any,
+    episode: Episode,
+    *,
+    way: int,
+    query_chunk: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Mean query cross-entropy and accuracy of one episode.
+
+    Args:
+      model: the embedding.
+      params: its parameters.
+      episode: an :class:`Episode` without a batch axis.
+      way: number of classes in the episode (labels are ``0 .. way - 1``).
+      query_chunk: embed the queries this many at a time (a divisor of the
+        number of queries); the result is the same, and peak memory of a
+        forward pass no longer grows with the number of queries.
+
+    Returns:
+      ``(loss, accuracy)``, both f32[].
+    """
+    support, support_labels, query, query_labels = episode
+    n_query = query.shape[0]
+    chunk_fn = functools.partial(_chunk_loss_and_correct, model, params, support, support_labels)
+    if query_chunk is None or query_chunk >= n_query:
+        nll, correct = chunk_fn(query, query_labels, way)
+    else:
+        if n_query % query_chunk:
+            raise ValueError(f"query_chunk={query_chunk} must divide the {n_query} queries.")
+
+        def add_chunk(i, totals):
+            start = i * query_chunk  # slices in place: no reshaped copy of the queries
+            q = lax.dynamic_slice_in_dim(query, start, query_chunk)
+            y = lax.dynamic_slice_in_dim(query_labels, start, query_chunk)
+            nll, correct = chunk_fn(q, y, way)
+            return totals[0] + nll, totals[1] + correct
+
+        zero = jnp.zeros((), jnp.float32)
+        nll, correct = lax.fori_loop(0, n_query // query_chunk, add_chunk, (zero, zero))
+    return nll / n_query, correct.astype(jnp.float32) / n_query
+
+
+def episode_loss(
+    model: Conv4, params: Any, episode: Episode, *, way: int, query_chunk: int | None = None
+) -> jax.Array:
+    """Mean query cross-entropy of one episode (the ES fitness and the backprop loss)."""
+    return episode_loss_and_accuracy(model, params, episode, way=way, query_chunk=query_chunk)[0]
+
+
+def episode_spec(way: int, shot: int, query: int, image_size: int = 28) -> Episode:
+    """An :class:`Episode` of ``jax.ShapeDtypeStruct`` s, for compiling without data."""
+    f32, i32 = jnp.float32, jnp.int32
+    return Episode(
+        support=jax.ShapeDtypeStruct((way * shot, image_size, image_size, 1), f32),
+        support_labels=jax.ShapeDtypeStruct((way * shot,), i32),
+        query=jax.ShapeDtypeStruct((way * query, image_size, image_size, 1), f32),
+        query_labels=jax.ShapeDtypeStruct((way * query,), i32),
+    )
+
+
+def batch_loss(model: Conv4, params: Any, episodes: Episode, *, way: int) -> jax.Array:
+    """Mean loss over a batch of episodes (fields with a leading ``[batch]`` axis)."""
+    losses = jax.vmap(lambda e: episode_loss(model, params, e, way=way))(episodes)
+    return losses.mean()
