@@ -106,25 +106,22 @@ def main() -> None:
                 )
 
     vsml = _load("vsml/generalisation.json")
-    if vsml and "imitation_loss" in vsml:
+    if vsml and "learners" in vsml:
+        from esmeta_core.experiments import vsml_generalisation, vsml_invariance, vsml_long
+
         print(
-            f"\n## VS-ML: meta-trained on Omniglot, tested on unseen digits (`{vsml['command']}`, "
-            f"{vsml['seeds']} seeds, {vsml['wall_s'] / 60:.1f} min)\n"
+            "\n## VS-ML: meta-trained on Omniglot, tested on unseen digits "
+            "(results/vsml/generalisation.json, from results/vsml/parts/*/seed*.json)\n"
         )
-        print("| learner | digits (unseen), last 10 of 50 | Omniglot, last 10 of 50 |")
-        print("| --- | --- | --- |")
-        for name, r in vsml["learners"].items():
-            per_seed = r["digits_final_accuracy_per_seed"]
-            spread = f" +- {100 * _std(per_seed):.1f}" if len(per_seed) > 1 else ""
-            print(
-                f"| {name} | {100 * r['digits_final_accuracy']:.1f}{spread} % | "
-                f"{100 * r['omniglot_final_accuracy']:.1f} % |"
-            )
-
-
-def _std(values: list[float]) -> float:
-    mean = sum(values) / len(values)
-    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        print(vsml_generalisation.markdown_table(vsml))
+        invariance = _load("vsml/invariance.json")
+        if invariance:
+            print(f"\n## VS-ML cells unchanged on other tasks (`{invariance['command']}`)\n")
+            print(vsml_invariance.markdown_table(invariance))
+        long_run = _load("vsml/long.json")
+        if long_run:
+            print(f"\n## VS-ML, one long ES run (`{long_run['command']}`)\n")
+            print(vsml_long.markdown_table(long_run))
 
 
 if __name__ == "__main__":
