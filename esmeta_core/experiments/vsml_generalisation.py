@@ -49,7 +49,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from esmeta_core import es, nets, report, vsml
+from esmeta_core import es, nets, report, sharding, vsml
 from esmeta_core.data import tasks
 from esmeta_core.data.tasks import LENGTH, N_IN, WAY, Pool
 
@@ -169,10 +169,15 @@ def es_meta_train(
     (common random numbers). Returns the params and ``{"loss": per-step mean
     fitness, "eval_step", "eval": monitor(params) every eval_every steps}``.
     """
+    mesh = sharding.population_mesh(jax.local_devices()[:1])
     grad_fn = es.make_es_grad(
         mean_over_tasks(task_loss),
         config=es.ESConfig(population=population, sigma=sigma, chunk_size=8),
+        mesh=mesh,
     )
+    # the updated params come back replicated on the mesh: start them there too, so
+    # neither the step nor the monitor compiles a second time
+    params = jax.device_put(params, jax.sharding.NamedSharding(mesh, sharding.P()))
     optimizer = optax.adam(lr)
 
     def update(params, state, key, xs, ys):
