@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from esmeta_core.configs import PRESETS, TrainConfig, get_preset
+from esmeta_core.data.omniglot import SPLITS
 
 # name -> module under esmeta_core.experiments. Each module has a frozen dataclass
 # `Config` and `run(config, out_dir)`; its fields are `esmeta experiment NAME --field v`
@@ -49,12 +50,49 @@ OVERRIDES = (
 )
 
 
+MAX_SHOT = 19  # 20 drawings per character: at least one is left for the query
+
+
 def _parse_settings(text: str) -> tuple[tuple[int, int], ...]:
-    out = []
+    """Parses ``"5w1s,20w5s"`` into ``((5, 1), (20, 5))``.
+
+    Every item is ``<way>w<shot>s`` (the trailing ``s`` optional) with
+    ``way >= 2`` and ``1 <= shot <= 19``; items may not repeat.
+
+    Raises:
+      argparse.ArgumentTypeError: naming the bad item and the expected form
+        (argparse turns it into a usage error, exit status 2).
+    """
+    out: list[tuple[int, int]] = []
     for item in text.split(","):
-        way, shot = item.strip().rstrip("s").split("w")
-        out.append((int(way), int(shot)))
+        spec = item.strip().lower()
+        body = spec[:-1] if spec.endswith("s") else spec
+        way_text, sep, shot_text = body.partition("w")
+        if not (sep and way_text.isdigit() and shot_text.isdigit()):
+            raise argparse.ArgumentTypeError(
+                f"bad setting {item!r}: expected WAYwSHOTs items separated by commas, "
+                "e.g. 5w1s,20w5s"
+            )
+        way, shot = int(way_text), int(shot_text)
+        if way < 2 or not 1 <= shot <= MAX_SHOT:
+            raise argparse.ArgumentTypeError(
+                f"bad setting {item!r}: need way >= 2 and 1 <= shot <= {MAX_SHOT}"
+            )
+        if (way, shot) in out:
+            raise argparse.ArgumentTypeError(f"setting {item.strip()!r} is listed twice")
+        out.append((way, shot))
     return tuple(out)
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,10 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     del fields
     ev = sub.add_parser("eval", help="test a checkpoint on 5w1s, 5w5s, 20w1s, 20w5s")
     ev.add_argument("--workdir", required=True)
-    ev.add_argument("--episodes", type=int, default=1000)
-    ev.add_argument("--settings", default="5w1s,5w5s,20w1s,20w5s")
-    ev.add_argument("--split", default=None)
-    ev.add_argument("--width", type=int, default=None, help="fail unless the checkpoint has it")
+    ev.add_argument("--episodes", type=_positive_int, default=1000)
+    ev.add_argument("--settings", type=_parse_settings, default="5w1s,5w5s,20w1s,20w5s")
+    ev.add_argument("--split", choices=SPLITS, default=None, help="default: the run's eval split")
+    ev.add_argument(
+        "--width", type=_positive_int, default=None, help="fail unless the checkpoint has it"
+    )
     ev.add_argument("--no-progress", action="store_true")
     exp = sub.add_parser(
         "experiment",
@@ -147,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     if rest and args.command != "experiment":
         build_parser().parse_args(argv)  # reports the unknown arguments and exits 2
-    from esmeta_core import train  # imports JAX; after argument errors are reported
+    from esmeta_core import evaluation, report, train  # JAX; after argument errors
 
     try:
         if args.command == "train":
@@ -158,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"Wrote {args.workdir}/summary.json (train wall time {summary['train_wall_s']} s)"
             )
-            print(train.summary_line(summary))
+            print(report.summary_line(summary))
         elif args.command == "experiment":
             import importlib
 
@@ -173,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                 module.run(out)
             print(f"Wrote results of {args.name} to {out}")
         else:
-            results = train.evaluate_checkpoint(
+            results = evaluation.evaluate_checkpoint(
                 args.workdir,
-                settings=_parse_settings(args.settings),
+                settings=args.settings,
                 episodes=args.episodes,
                 split=args.split,
                 width=args.width,

@@ -13,10 +13,14 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 # Published Omniglot accuracies (Vinyals split, 28x28, Conv4-64), in percent.
 SNELL_2017 = {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9}
@@ -173,3 +177,278 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"{r['width']} | {r['train_wall_s'] / 60:.1f} min | {r['machine']} |"
         )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# Training runs: metrics, curves, summary line.
+
+
+def read_metrics(workdir: str | Path) -> list[dict[str, float]]:
+    """The run's ``metrics.jsonl`` as a list of dicts."""
+    path = Path(workdir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def smoothed(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (shorter at the start).
+
+    Example:
+      >>> smoothed([1.0, 3.0, 5.0, 7.0], 2).tolist()
+      [1.0, 2.0, 4.0, 6.0]
+    """
+    values = np.asarray(values, float)
+    csum = np.cumsum(np.insert(values, 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (csum[idx] - csum[lo]) / (idx - lo)
+
+
+def plot_learning_curve(workdirs: dict[str, str | Path], out: str | Path | None = None):
+    """Training loss and accuracy against step for several runs; saves a PNG if ``out``."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for label, wd in workdirs.items():
+        rows = read_metrics(wd)
+        steps = np.array([r["step"] for r in rows])
+        window = max(1, len(rows) // 20)
+        ax_loss.plot(steps, smoothed([r["loss"] for r in rows], window), label=label)
+        ax_acc.plot(steps, smoothed([r["accuracy"] for r in rows], window), label=label)
+    ax_loss.set(xlabel="step", ylabel="training episode loss", yscale="log")
+    ax_acc.set(xlabel="step", ylabel="training episode accuracy")
+    ax_acc.legend()
+    fig.tight_layout()
+    if out is not None:
+        fig.savefig(out, dpi=120)
+    return fig
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The one line the main job ends with."""
+    ((setting, result),) = summary["eval"].items()
+    return (
+        f"Test accuracy ({setting}, {result['episodes']} episodes, {summary['eval_split']} split): "
+        f"{100 * result['accuracy']:.2f} % +- {100 * result['ci95']:.2f} (95 % CI)"
+    )
+
+
+# ----------------------------------------------------------------------------
+# The README's tables from the committed result files.
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table.
+
+    Example:
+      >>> print(table(["a", "b"], [[1, 2]]))
+      | a | b |
+      | --- | --- |
+      | 1 | 2 |
+    """
+    lines = [" | ".join(headers), " | ".join("---" for _ in headers)]
+    lines += [" | ".join(str(cell) for cell in row) for row in rows]
+    return "\n".join(f"| {line} |" for line in lines)
+
+
+def _load_if_there(path: Path) -> dict[str, Any] | None:
+    return load_json(path) if path.exists() else None
+
+
+def results_tables(results: str | Path = "results") -> str:
+    """Every table of the README, as Markdown, from the result files under ``results``.
+
+    Sections whose result file is missing are left out.
+    """
+    results = Path(results)
+    sections = [
+        "## ProtoNet on Omniglot (results/protonet/*/summary.json, eval.json)\n\n"
+        + markdown_table(run_rows(results / "protonet"))
+    ]
+
+    def add(name: str, title: Callable[[dict[str, Any]], str], headers, rows) -> None:
+        data = _load_if_there(results / name)
+        if data:
+            sections.append(f"## {title(data)}\n\n" + table(headers, rows(data)))
+
+    add(
+        "protonet/population_sweep.json",
+        lambda d: f"Population sweep ({d['budget']}; `{d['command']}`)",
+        ["population", "steps", "5w5s accuracy", "train min"],
+        lambda d: [
+            [
+                r["population"],
+                r["steps"],
+                f"{100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
+                f"{r['train_wall_s'] / 60:.1f}",
+            ]
+            for r in d["rows"]
+        ],
+    )
+    add(
+        "benchmarks/es_efficiency.json",
+        lambda d: f"ES step time over forward time (`{d['command']}`)",
+        ["N", "strategy", "ES step (s)", "plain forward (s)", "ratio"],
+        lambda d: [
+            [r["population"], r["strategy"], r["es_step_s"], r["plain_forward_s"], r["ratio"]]
+            for r in d["rows"]
+        ],
+    )
+    add(
+        "benchmarks/vs_evosax.json",
+        lambda d: f"Against evosax OpenES (`{d['command']}`)",
+        [
+            "N",
+            "esmeta step (s)",
+            "evosax step (s)",
+            "speed-up",
+            "compiled MiB (esmeta / evosax)",
+            "memory ratio",
+            "peak RSS MiB (esmeta / evosax)",
+            "RSS ratio",
+        ],
+        lambda d: [
+            [
+                r["population"],
+                r["esmeta_step_s"],
+                r["evosax_step_s"],
+                f"{r['speedup']}x",
+                f"{r['esmeta_compiled_mib']} / {r['evosax_compiled_mib']}",
+                f"{r['compiled_memory_ratio']}x",
+                f"{r['esmeta_peak_rss_mib']} / {r['evosax_peak_rss_mib']}",
+                f"{r['rss_ratio']}x",
+            ]
+            for r in d["rows"]
+        ],
+    )
+    add(
+        "benchmarks/memory_vs_backprop.json",
+        lambda d: f"ES vs backprop memory (`{d['command']}`)",
+        ["images per episode", "ES MiB", "backprop MiB", "ratio", "ES temporaries MiB"],
+        lambda d: [
+            [r["images"], r["es_mib"], r["backprop_mib"], f"{r['ratio']}x", r["es_temp_mib"]]
+            for r in d["rows"]
+        ],
+    )
+    add(
+        "benchmarks/evograd_scaling.json",
+        lambda d: f"EvoGrad vs second-order hypergradient (`{d['command']}`)",
+        [
+            "Conv4 width",
+            "parameters",
+            "memory MiB (EvoGrad / 2nd order)",
+            "memory ratio",
+            "step s (EvoGrad / 2nd order)",
+            "time ratio",
+        ],
+        lambda d: [
+            [
+                r["width"],
+                f"{r['params']:,}",
+                f"{r['evograd_mib']} / {r['second_order_mib']}",
+                f"{r['memory_ratio']}x",
+                f"{r['evograd_step_s']} / {r['second_order_step_s']}",
+                f"{r['time_ratio']}x",
+            ]
+            for r in d["rows"]
+        ],
+    )
+    add(
+        "evograd/rotation.json",
+        lambda d: f"EvoGrad rotation (`{d['command']}`)",
+        ["training", "final angle", "test accuracy"],
+        lambda d: [
+            [
+                k,
+                f"{s['final_angle_mean']:.1f} +- {s['final_angle_std']:.1f}",
+                f"{100 * s['test_accuracy_mean']:.1f} +- {100 * s['test_accuracy_std']:.1f} %",
+            ]
+            for k, s in d["summary"].items()
+        ],
+    )
+    add(
+        "evograd/mwn.json",
+        lambda d: f"EvoGrad Meta-Weight-Net (`{d['command']}`)",
+        ["noise", "method", "test accuracy", "ms per step", "compiled temp KiB"],
+        lambda d: [
+            [
+                r["noise"],
+                r["method"],
+                f"{100 * r['test_accuracy_mean']:.1f} +- {100 * r['test_accuracy_std']:.1f} %",
+                f"{r['step_ms']:.2f}",
+                f"{r['compiled_temp_kib']:.0f}",
+            ]
+            for r in d["rows"]
+        ],
+    )
+    add(
+        "vsml/generalisation.json",
+        lambda d: (
+            "VS-ML: meta-trained on Omniglot, tested on unseen digits "
+            "(results/vsml/generalisation.json, gathered from results/vsml/parts/)"
+        ),
+        VSML_HEADERS,
+        vsml_rows,
+    )
+    add(
+        "vsml/invariance.json",
+        lambda d: f"VS-ML cells unchanged on other tasks (`{d['command']}`)",
+        VSML_INVARIANCE_HEADERS,
+        vsml_invariance_rows,
+    )
+    return "\n\n".join(sections)
+
+
+VSML_HEADERS = (
+    "learner",
+    "digits (unseen), last 10 of 50",
+    "per seed",
+    "digits, first 10",
+    "Omniglot, last 10",
+    "meta-training per seed",
+)
+VSML_INVARIANCE_HEADERS = (
+    "setting", "inputs", "classes", "examples", "VS-ML (per seed)", "online SGD", "online Adam",
+)  # fmt: skip
+
+
+def vsml_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Rows of the VS-ML table from a gathered ``vsml/generalisation.json``: per learner,
+    digits accuracy over the last 10 of 50 examples (mean +- std over seeds, each seed),
+    over the first 10, Omniglot's, and the meta-training wall time per seed."""
+    rows = []
+    for r in result.get("learners", {}).values():
+        if "digits_last10_per_seed" not in r:  # a file of the format before the parts
+            continue
+        per_seed = [100 * a for a in r["digits_last10_per_seed"]]
+        spread = f" +- {statistics.pstdev(per_seed):.1f}" if len(per_seed) > 1 else ""
+        walls = r["train_wall_s_per_seed"]
+        rows.append(
+            [
+                r["name"],
+                f"{statistics.mean(per_seed):.1f}{spread} %",
+                ", ".join(f"{a:.1f}" for a in per_seed),
+                f"{100 * r['digits_first10']:.1f} %",
+                f"{100 * r['omniglot_last10']:.1f} %",
+                f"{statistics.mean(walls) / 60:.1f} min" if max(walls) > 1 else "-",
+            ]
+        )
+    return rows
+
+
+def vsml_invariance_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Rows of the invariance table from ``vsml/invariance.json`` (last 10 examples)."""
+    rows = []
+    for name, r in result["settings"].items():
+        seeds = ", ".join(f"{100 * a:.1f}" for a in r["VS-ML"]["last10_per_seed"])
+        rows.append(
+            [
+                name,
+                str(r["n_in"]),
+                str(r["way"]),
+                str(r["length"]),
+                f"{100 * r['VS-ML']['last10']:.1f} % ({seeds})",
+                f"{100 * r['SGD']['last10']:.1f} %",
+                f"{100 * r['Adam']['last10']:.1f} %",
+            ]
+        )
+    return rows

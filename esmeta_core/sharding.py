@@ -58,12 +58,28 @@ def to_host(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
+# Failure bounds of a multi-process run (seconds). JAX's own defaults (300 s to
+# start, 100 s heartbeat, 300 s shutdown) let one dead process hang the others
+# for minutes. With these, a peer that never starts makes the others exit
+# non-zero after STARTUP_TIMEOUT_S, and a peer that dies mid-run after at most
+# HEARTBEAT_TIMEOUT_S (the shutdown barrier fails as soon as the peer is
+# declared dead); SHUTDOWN_TIMEOUT_S only bounds waiting for live, slower peers
+# at exit, so it is kept longer than any ordinary difference in finishing time.
+STARTUP_TIMEOUT_S = 30
+HEARTBEAT_TIMEOUT_S = 10
+SHUTDOWN_TIMEOUT_S = 60
+FAILURE_BOUND_S = max(STARTUP_TIMEOUT_S, HEARTBEAT_TIMEOUT_S)
+
+
 def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
     *,
     local_device_count: int | None = None,
+    startup_timeout_s: int = STARTUP_TIMEOUT_S,
+    heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S,
+    shutdown_timeout_s: int = SHUTDOWN_TIMEOUT_S,
 ) -> None:
     """Starts multi-process JAX so that :func:`population_mesh` spans every host.
 
@@ -74,8 +90,33 @@ def initialize_distributed(
       collectives are switched on, and ``local_device_count`` simulated CPU
       devices are made per process.
 
+    Failure is bounded: a peer that never starts makes the others exit
+    non-zero after ``startup_timeout_s``; a peer that dies mid-run is declared
+    dead after ``heartbeat_timeout_s`` without a heartbeat (a collective it was
+    part of fails at once), and every survivor then exits non-zero without
+    waiting out ``shutdown_timeout_s``, which only bounds how long a finished
+    process waits for live, slower ones. So every other process exits within
+    :data:`FAILURE_BOUND_S` (30 s by default). Raise the start-up timeout where
+    a scheduler starts processes far apart.
+
     Call it first, before any other JAX call.
+
+    Args:
+      coordinator_address: ``"host:port"`` of process 0's coordinator.
+      num_processes: how many processes take part.
+      process_id: this process's id, ``0 .. num_processes - 1``.
+      local_device_count: simulated CPU devices per process (testing).
+      startup_timeout_s: how long to wait for every process to join.
+      heartbeat_timeout_s: silence after which a process is declared dead.
+      shutdown_timeout_s: how long a finishing process waits for the others.
     """
+    for name, value in (
+        ("startup_timeout_s", startup_timeout_s),
+        ("heartbeat_timeout_s", heartbeat_timeout_s),
+        ("shutdown_timeout_s", shutdown_timeout_s),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number of seconds >= 1, got {value!r}.")
     if local_device_count is not None:
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = (
@@ -88,4 +129,7 @@ def initialize_distributed(
         coordinator_address=coordinator_address,
         num_processes=num_processes,
         process_id=process_id,
+        initialization_timeout=startup_timeout_s,
+        heartbeat_timeout_seconds=heartbeat_timeout_s,
+        shutdown_timeout_seconds=shutdown_timeout_s,
     )

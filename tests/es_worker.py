@@ -1,8 +1,10 @@
 """Computes ES gradients on a mesh and saves them; run as a subprocess by test_es.py.
 
-Usage: python es_worker.py OUT.npz DEVICES [process_id num_processes port]
+Usage: python es_worker.py OUT.npz DEVICES [process_id num_processes port [forever]]
 Simulated CPU devices are set before JAX starts; with a process id it joins a
-``jax.distributed`` job on 127.0.0.1 through gloo.
+``jax.distributed`` job on 127.0.0.1 through gloo. With ``forever`` it keeps
+computing sharded gradients, printing ``step N`` after each (for the
+dead-peer tests, which kill one process mid-run).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> None:
         process_id, num_processes, port = (int(a) for a in sys.argv[3:6])
         from esmeta_core.sharding import initialize_distributed
 
+        print("joining", flush=True)
         initialize_distributed(
             f"127.0.0.1:{port}", num_processes, process_id, local_device_count=devices
         )
@@ -51,6 +54,17 @@ def main() -> None:
     from esmeta_core import es, sharding
 
     loss_fn, params, args = small_problem()
+    if len(sys.argv) > 6 and sys.argv[6] == "forever":
+        mesh = sharding.population_mesh()
+        config = es.ESConfig(population=64, sigma=0.05, chunk_size=4)
+        grad_fn = es.make_es_grad(loss_fn, config=config, mesh=mesh)
+        inputs = sharding.replicate((params, jax.random.key_data(jax.random.key(7)), *args), mesh)
+        step = 0
+        while True:
+            grads, _ = grad_fn(*inputs)
+            sharding.to_host(grads)
+            step += 1
+            print(f"step {step}", flush=True)
     results = {}
     mesh_sizes = [jax.device_count()] if multi else [1, 2, 4, 8][: [1, 2, 4, 8].index(devices) + 1]
     for size in mesh_sizes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 (http.server's name)
         name = self.path.lstrip("/")
+        if name == "drip":  # announce 10 kB, then one byte every 50 ms (never a silent read)
+            self.send_response(200)
+            self.send_header("Content-Length", "10000")
+            self.end_headers()
+            for _ in range(10000):
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.05)
+            return
+        if name in ("endless", "announced-huge"):  # 64 MiB, no (or a huge) Content-Length
+            self.send_response(200)
+            if name == "announced-huge":
+                self.send_header("Content-Length", str(200 << 20))
+            self.end_headers()
+            self.close_connection = True
+            chunk = bytes(1 << 20)
+            for _ in range(64):
+                try:
+                    self.wfile.write(chunk)
+                except OSError:
+                    return
+            return
         if name in self.truncated:  # announce the full size, send half, hang up
             body = self.truncated[name]
             self.send_response(200)
@@ -91,3 +117,39 @@ def test_failed_archive_download_explains_both_fixes(server, monkeypatch):
     assert "download failed" in message and "ESMETA_DATA_DIR" in message
     assert str(omniglot.cache_dir()) in message
     assert not any(omniglot.cache_dir().glob("*.zip"))
+
+
+def test_drip_fed_download_stops_at_the_total_deadline_and_leaves_no_file(server, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(download.DownloadError, match="longer than 1 s"):
+        download.fetch(server + "drip", tmp_path / "a.zip", sha256="0" * 64, deadline_s=1.0)
+    elapsed = time.monotonic() - start
+    assert elapsed < 3.0  # a per-read timeout would wait the whole 500 s drip
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_body_without_length_stops_at_the_known_size_and_leaves_no_file(server, tmp_path):
+    cap = 1 << 20
+    with pytest.raises(download.DownloadError, match=f"more than the {cap} bytes"):
+        download.fetch(server + "endless", tmp_path / "a.zip", sha256="0" * 64, max_bytes=cap)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_announced_length_above_the_known_size_is_refused_before_reading(server, tmp_path):
+    with pytest.raises(download.DownloadError, match="known to have 1000"):
+        download.fetch(
+            server + "announced-huge", tmp_path / "a.zip", sha256="0" * 64, max_bytes=1000
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_known_file_has_a_size_cap():
+    assert set(omniglot.ARCHIVE_BYTES) == set(omniglot.ARCHIVE_SHA256)
+    assert set(omniglot.SPLIT_BYTES) == set(omniglot.SPLIT_SHA256)
+
+
+def test_split_list_sizes_match_the_verified_files(omniglot_dir):
+    for split, size in omniglot.SPLIT_BYTES.items():
+        assert (omniglot_dir / "splits" / "vinyals" / f"{split}.txt").stat().st_size == size
+    for name in ("images_background_small1.zip", "images_background_small2.zip"):
+        assert (omniglot_dir / name).stat().st_size == omniglot.ARCHIVE_BYTES[name]

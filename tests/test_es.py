@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import jax
@@ -13,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from esmeta_core import es
+from esmeta_core import es, sharding
 from esmeta_core.profiling import compiled_memory
 
 WORKER = Path(__file__).with_name("es_worker.py")
@@ -211,9 +214,136 @@ def test_same_gradient_on_2_processes_with_2_devices_each(eight_device_grads, tm
             )
 
 
-def test_dead_worker_fails_fast_instead_of_hanging(tmp_path):
-    # Process 1 of 2 never starts: process 0 must not hang the suite.
-    proc = _run([tmp_path / "x.npz", 2, 0, 2, _free_port()], 20)
-    with pytest.raises(pytest.fail.Exception, match="did not finish|exited"):
-        _finish([proc], 20)
-    assert proc.poll() is not None
+class _Lines:
+    """Reads a worker's output on a thread, so the test can wait for a line with a deadline."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.lines, self._queue = proc, [], queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, prefix: str, timeout: float) -> bool:
+        """True once a line starting with ``prefix`` arrives; False at EOF or after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                return False
+            if line is None:
+                return False
+            self.lines.append(line)
+            if line.startswith(prefix):
+                return True
+        return False
+
+    def text(self) -> str:
+        while not self._queue.empty():
+            line = self._queue.get()
+            if line is not None:
+                self.lines.append(line)
+        return "".join(self.lines)[-3000:]
+
+
+def _exit_within(proc: subprocess.Popen, bound: float) -> float:
+    """Seconds until ``proc`` exits; kills it and FAILS the test if it is still running at bound."""
+    start = time.monotonic()
+    try:
+        proc.wait(timeout=bound)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"the surviving process hung: still running {bound:.0f} s after the failure")
+    return time.monotonic() - start
+
+
+# Slack over the stated bound for a loaded 2-core CI machine (process exit, log flushing).
+_SLACK_S = 10.0
+
+
+def test_never_started_peer_makes_process_0_exit_nonzero_within_startup_timeout(tmp_path):
+    # Process 1 of 2 never starts. Process 0 must give up after the start-up timeout with a
+    # non-zero exit; the test fails if it is still waiting after that bound.
+    proc = _run([tmp_path / "x.npz", 2, 0, 2, _free_port()], None)
+    out = _Lines(proc)
+    assert out.wait_for("joining", 120), out.text()
+    took = _exit_within(proc, sharding.STARTUP_TIMEOUT_S + _SLACK_S)
+    assert proc.returncode != 0, out.text()
+    assert took >= sharding.STARTUP_TIMEOUT_S - 5  # it did wait for the peer, then gave up
+    assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("victim", [1, 0], ids=["worker-killed", "coordinator-killed"])
+def test_peer_killed_mid_run_makes_survivor_exit_nonzero_within_bound(tmp_path, victim):
+    port = _free_port()
+    procs = [_run([tmp_path / "x.npz", 2, rank, 2, port, "forever"], None) for rank in range(2)]
+    outs = [_Lines(p) for p in procs]
+    try:
+        for out in outs:
+            assert out.wait_for("step 2", 240), out.text()
+        procs[victim].kill()
+        survivor = procs[1 - victim]
+        # Well below the shutdown timeout: the survivor must not wait it out.
+        bound = sharding.HEARTBEAT_TIMEOUT_S + _SLACK_S
+        assert bound < sharding.SHUTDOWN_TIMEOUT_S
+        _exit_within(survivor, bound)
+        assert survivor.returncode != 0, outs[1 - victim].text()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_failure_bound_covers_both_cases_and_is_at_most_30_s():
+    assert sharding.STARTUP_TIMEOUT_S <= sharding.FAILURE_BOUND_S
+    assert sharding.HEARTBEAT_TIMEOUT_S <= sharding.FAILURE_BOUND_S
+    assert sharding.FAILURE_BOUND_S <= 30
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "30"])
+def test_initialize_distributed_rejects_bad_timeouts_before_starting(bad):
+    with pytest.raises(ValueError, match="startup_timeout_s must be a whole number"):
+        sharding.initialize_distributed("127.0.0.1:1", 2, 0, startup_timeout_s=bad)
+
+
+def test_exit_bound_check_fails_when_the_process_hangs():
+    # The dead-peer tests above must fail, not pass, when a survivor hangs.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with pytest.raises(pytest.fail.Exception, match="hung"):
+        _exit_within(sleeper, 1.0)
+    assert sleeper.poll() is not None
+
+
+_SLOW_EXIT = """
+import sys, time
+from esmeta_core.sharding import initialize_distributed
+rank = int(sys.argv[1])
+initialize_distributed(f"127.0.0.1:{sys.argv[2]}", 2, rank, local_device_count=1)
+import jax
+assert jax.device_count() == 2
+time.sleep(float(sys.argv[3]) if rank == 1 else 0)  # process 1 finishes later
+print("done", rank, flush=True)
+"""
+
+
+def test_a_live_peer_that_finishes_later_is_waited_for_at_exit():
+    # The short failure bounds must not break ordinary runs whose processes end apart.
+    port, late = _free_port(), sharding.HEARTBEAT_TIMEOUT_S + 5
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env.pop("XLA_FLAGS", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SLOW_EXIT, str(rank), str(port), str(late)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    _finish(procs, 180)

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from esmeta_core import cli, configs, protonet, sharding, train
+from esmeta_core import checkpoint, cli, configs, protonet, report, sharding, train
 from esmeta_core.data import load_split, sample_episodes
 
 
@@ -54,15 +54,16 @@ def test_train_and_eval_commands_write_their_files(tmp_path, capsys):
     assert cli.main(["train", "--preset", "smoke", "--workdir", str(workdir), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "Test accuracy (5w5s, 20 episodes, test split)" in out
-    for name in ("config.json", "metrics.jsonl", "checkpoint.msgpack", "summary.json"):
+    for name in ("config.json", "metrics.jsonl", "summary.json"):
         assert (workdir / name).is_file(), name
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "4"]
     summary = json.loads((workdir / "summary.json").read_text())
     assert {"config", "git_commit", "jax_version", "devices", "train_wall_s", "eval"} <= set(
         summary
     )
     result = summary["eval"]["5w5s"]
     assert 0.2 <= result["accuracy"] <= 1.0 and result["ci95"] > 0
-    rows = train.read_metrics(workdir)
+    rows = report.read_metrics(workdir)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert cli.main(["eval", "--workdir", str(workdir), "--episodes", "10", "--no-progress"]) == 0
     evaluation = json.loads((workdir / "eval.json").read_text())
@@ -87,12 +88,12 @@ def test_resumed_run_ends_with_the_same_parameters(tmp_path):
     summary = train.train_and_evaluate(config, broken, resume=True, progress=False)
     assert summary["resumed_from_step"] == 2
     model = protonet.Conv4(config.width)
-    a = train.restore_checkpoint(whole, train.init_state(config, model))
-    b = train.restore_checkpoint(broken, train.init_state(config, model))
+    a = checkpoint.restore(whole, train.init_state(config, model))
+    b = checkpoint.restore(broken, train.init_state(config, model))
     assert a.step == b.step == 5
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-    assert [r["step"] for r in train.read_metrics(broken)] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in report.read_metrics(broken)] == [1, 2, 3, 4, 5]
 
 
 def test_existing_run_needs_resume(tmp_path):
@@ -146,12 +147,26 @@ def test_checkpoint_of_another_width_is_rejected(tmp_path, capsys):
         train.train_and_evaluate(wider, workdir, resume=True, progress=False)
     model = protonet.Conv4(16)
     with pytest.raises(ValueError, match="another shape"):
-        train.restore_checkpoint(workdir, train.init_state(wider, model))
+        checkpoint.restore(workdir, train.init_state(wider, model))
 
 
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     config = configs.PRESETS["smoke"]
-    (tmp_path / "checkpoint.msgpack").write_bytes(b"\x00garbage")
-    model = protonet.Conv4(config.width)
+    state = train.init_state(config, protonet.Conv4(config.width))
+    with checkpoint.manager(tmp_path) as checkpoints:
+        checkpoint.save(checkpoints, state._replace(step=2))
+    for path in (tmp_path / "checkpoints" / "2").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"\x00garbage")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
-        train.restore_checkpoint(tmp_path, train.init_state(config, model))
+        checkpoint.restore(tmp_path, state)
+
+
+def test_checkpoint_of_the_old_msgpack_format_is_refused_with_a_way_forward(tmp_path, capsys):
+    config = configs.PRESETS["smoke"]
+    (tmp_path / "config.json").write_text(json.dumps(config.to_json()))
+    (tmp_path / "checkpoint.msgpack").write_bytes(b"\x00old format")
+    with pytest.raises(ValueError, match="older esmeta .* Retrain into a new --workdir"):
+        train.train_and_evaluate(config, tmp_path, resume=True, progress=False)
+    assert cli.main(["eval", "--workdir", str(tmp_path)]) == 2
+    assert "checkpoint.msgpack is a checkpoint of an older esmeta" in capsys.readouterr().err

@@ -68,6 +68,7 @@ ALPHABETS = BACKGROUND_ALPHABETS + EVALUATION_ALPHABETS
 NUM_CHARACTERS = 1623
 NUM_BACKGROUND = 964
 FIRST_ID = {name: first for name, first, _ in ALPHABETS}
+COUNT = {name: count for name, _, count in ALPHABETS}
 
 
 def alphabet_of(file_id: int) -> str:
@@ -82,4 +83,8 @@ def file_id(alphabet: str, character: int) -> int:
     """Returns the file id of ``<alphabet>/character<NN>`` (NN counts from 1)."""
     if alphabet not in FIRST_ID:
         raise ValueError(f"Unknown Omniglot alphabet {alphabet!r}.")
+    count = COUNT[alphabet]
+    if not 1 <= character <= count:
+        # Without this check character 99 of one alphabet would silently name another's.
+        raise ValueError(f"{alphabet} has characters 1 to {count}, got {character}.")
     return FIRST_ID[alphabet] + character - 1

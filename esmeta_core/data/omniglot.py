@@ -1,6 +1,6 @@
 """Omniglot for few-shot learning: sources, preprocessing and splits.
 
-Where the data comes from, in this order:
+Where the data comes from. The default source, ``files``, looks in this order:
 
 1. ``data_dir``, or the folder named by ``$ESMETA_DATA_DIR``: either the
    offline arrays ``images_background.npz`` / ``images_evaluation.npz`` or the
@@ -11,6 +11,12 @@ Where the data comes from, in this order:
 3. A download of the original archives (github.com/brendenlake/omniglot) and
    of the Vinyals split lists (github.com/jakesnell/prototypical-networks),
    every file checked against its SHA-256.
+
+The ``tfds`` source, chosen explicitly (``source="tfds"`` or
+``$ESMETA_DATA_SOURCE=tfds``), reads the images through
+``tfds.load("omniglot")`` instead (see :mod:`esmeta_core.data.tfds_source`); the
+split lists still come from ``data_dir`` / ``$ESMETA_DATA_DIR``, the cache or a
+download, and the preprocessing below is the same code for both sources.
 
 Preprocessing follows Vinyals et al. (2016) and Snell et al. (2017): ink is 1
 and background 0, images are resized to 28x28 by area averaging, and each
@@ -35,6 +41,9 @@ DATA_DIR_ENV = "ESMETA_DATA_DIR"
 CACHE_DIR_ENV = "ESMETA_CACHE_DIR"
 ARCHIVE_URL_ENV = "ESMETA_OMNIGLOT_URL"
 SPLITS_URL_ENV = "ESMETA_SPLITS_URL"
+SOURCE_ENV = "ESMETA_DATA_SOURCE"
+SOURCES = ("files", "tfds")  # the first is the default
+TFDS_DATA_DIR_ENV = "TFDS_DATA_DIR"  # tensorflow-datasets' own variable
 DEFAULT_ARCHIVE_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
 DEFAULT_SPLITS_URL = (
     "https://raw.githubusercontent.com/jakesnell/prototypical-networks/master/"
@@ -59,6 +68,15 @@ SPLIT_SHA256 = {
     "trainval": "5276ae50c755596d0bff7f2284e85625695549a85ee6e36b6491ad1e5d1cc26a",
     "test": "845264cc5c156180828ccf17915668b17ee21424d0170df6e7d81676aa5d1204",
 }
+# Sizes in bytes (tensorflow-datasets' url_checksums/omniglot.txt; the split
+# lists as verified by the hashes above): downloads stop at these sizes.
+ARCHIVE_BYTES = {
+    "images_background.zip": 9464212,
+    "images_evaluation.zip": 6462886,
+    "images_background_small1.zip": 1319022,
+    "images_background_small2.zip": 1580917,
+}
+SPLIT_BYTES = {"train": 133244, "val": 21312, "trainval": 154556, "test": 50372}
 VINYALS_SPLITS = tuple(SPLIT_SHA256)
 ALPHABET_SPLITS = ("background", "evaluation")
 SPLITS = VINYALS_SPLITS + ALPHABET_SPLITS
@@ -158,7 +176,12 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, *, download: boo
     try:
         for part in PARTS:
             name = f"images_{part}.zip"
-            fetch(base + name, folder / name, sha256=ARCHIVE_SHA256[name])
+            fetch(
+                base + name,
+                folder / name,
+                sha256=ARCHIVE_SHA256[name],
+                max_bytes=ARCHIVE_BYTES[name],
+            )
     except DownloadError as e:
         raise _not_found(
             [folder], f"${DATA_DIR_ENV} is not set and the download failed: {e}"
@@ -186,7 +209,9 @@ def split_list_path(split: str, data_dir: Path, *, download: bool = True) -> Pat
         raise _not_found([data_dir / "splits" / "vinyals", dest.parent], f"No {split}.txt.")
     base = os.environ.get(SPLITS_URL_ENV, DEFAULT_SPLITS_URL)
     try:
-        return fetch(base + f"{split}.txt", dest, sha256=SPLIT_SHA256[split])
+        return fetch(
+            base + f"{split}.txt", dest, sha256=SPLIT_SHA256[split], max_bytes=SPLIT_BYTES[split]
+        )
     except DownloadError as e:
         raise _not_found([data_dir / "splits" / "vinyals", dest.parent], str(e)) from e
 
@@ -195,46 +220,155 @@ def split_list_path(split: str, data_dir: Path, *, download: bool = True) -> Pat
 # Reading the two formats.
 
 
-def read_npz(path: str | os.PathLike) -> np.ndarray:
-    """Reads an offline ``images_*.npz``: bool[n_characters, 20, 105, 105], True = background."""
+# Bounds checked before anything is decompressed: a file cannot make the
+# readers allocate more than a genuine Omniglot file would.
+MAX_PNG_BYTES = 1 << 16  # an original 105x105 1-bit PNG is under 1 KiB
+# every PNG of the two original archives, plus as many folder entries
+MAX_ZIP_MEMBERS = 2 * alphabets.NUM_CHARACTERS * IMAGES_PER_CHARACTER
+NPZ_HEADER_SLACK = 1 << 12  # the .npy header before the array data
+MIN_BACKGROUND_FRACTION = 0.5  # real drawings are about 92 % background
+
+
+def _corrupt(path: Path, what: str) -> DataCorruptError:
+    return DataCorruptError(
+        f"{path}: {what} Replace it with a good copy, or point ${DATA_DIR_ENV} elsewhere."
+    )
+
+
+def npz_header(path: str | os.PathLike, key: str = "images") -> tuple[tuple[int, ...], np.dtype]:
+    """Reads the shape and dtype of array ``key`` of an ``.npz`` without loading it.
+
+    Also checks that the zip member's declared size is what that shape and
+    dtype take, so that a small file cannot claim a huge array.
+
+    Raises:
+      DataCorruptError: not an ``.npz``, no ``key``, or sizes that disagree.
+    """
     path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(f"{key}.npy")
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(f)
+    except KeyError:
+        raise _corrupt(path, f"it holds no {key!r} array.") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise _corrupt(
+            path, f"it cannot be read as an Omniglot .npz ({type(e).__name__}: {e})."
+        ) from e
+    data_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if not data_bytes <= info.file_size <= data_bytes + NPZ_HEADER_SLACK:
+        raise _corrupt(
+            path,
+            f"{key!r} claims shape {shape} ({data_bytes} bytes) but its zip member holds "
+            f"{info.file_size} bytes.",
+        )
+    return tuple(shape), dtype
+
+
+def read_npz(path: str | os.PathLike, *, characters: int | None = None) -> np.ndarray:
+    """Reads an offline ``images_*.npz``: bool[n_characters, 20, 105, 105], True = background.
+
+    The header (shape, dtype) is checked before the array is loaded, so a
+    corrupt file is rejected without allocating what it claims.
+
+    Args:
+      path: the ``.npz`` file.
+      characters: the number of characters it must hold (964 for the
+        background half, 659 for the evaluation half); ``None`` accepts up to
+        1623.
+
+    Raises:
+      DataCorruptError: wrong shape or dtype (float images are refused: NaN
+        or grey values cannot be told from ink), no ink, or inverted images.
+    """
+    path = Path(path)
+    shape, dtype = npz_header(path)
+    if dtype != np.bool_:
+        raise _corrupt(
+            path,
+            f"'images' has dtype {dtype}, expected bool (True = background, False = ink); "
+            "float or integer images (NaN, grey levels) are not accepted.",
+        )
+    if len(shape) != 4 or shape[1:] != (IMAGES_PER_CHARACTER, RAW_SIZE, RAW_SIZE):
+        raise _corrupt(path, f"'images' has shape {shape}, expected (n, 20, 105, 105).")
+    limit = alphabets.NUM_CHARACTERS if characters is None else characters
+    if (characters is not None and shape[0] != characters) or not 0 < shape[0] <= limit:
+        expected = characters if characters is not None else f"1 to {limit}"
+        raise _corrupt(path, f"'images' holds {shape[0]} characters, expected {expected}.")
     try:
         with np.load(path) as f:
             images = f["images"]
     except Exception as e:  # numpy raises many types for a broken file
-        raise DataCorruptError(
-            f"{path} cannot be read as an Omniglot .npz ({type(e).__name__}: {e}). "
-            "Replace it with a good copy, or point $ESMETA_DATA_DIR elsewhere."
+        raise _corrupt(
+            path, f"it cannot be read as an Omniglot .npz ({type(e).__name__}: {e})."
         ) from e
-    if images.ndim != 4 or images.shape[1:] != (IMAGES_PER_CHARACTER, RAW_SIZE, RAW_SIZE):
-        raise DataCorruptError(
-            f"{path}: 'images' has shape {images.shape}, expected (n, 20, 105, 105)."
+    background = float(images.mean())
+    if background == 1.0:
+        raise _corrupt(path, "its images hold no ink at all (every pixel is background).")
+    if background < MIN_BACKGROUND_FRACTION:
+        raise _corrupt(
+            path,
+            f"only {background:.0%} of its pixels are background (True); Omniglot drawings "
+            "are about 92 % background, so the images look inverted (True must be background).",
         )
-    return images.astype(bool)
+    return images
 
 
 def read_zip(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Reads an original archive (``images_background.zip`` or a ``_small`` one).
 
+    Member sizes are checked before anything is decompressed, and every PNG
+    must be 105x105 before it is decoded (no decompression bombs).
+
     Returns:
       images: bool[n_characters, 20, 105, 105], True = background, as in the
         ``.npz`` files; characters in file-id order, drawers 01..20.
       file_ids: i64[n_characters], the original file id of each character.
+
+    Raises:
+      DataCorruptError: unreadable archive, oversized members, images of the
+        wrong size, or characters lacking drawings.
     """
     from PIL import Image  # noqa: PLC0415  (only this reader needs Pillow)
 
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as archive:
+            members = [i for i in archive.infolist() if i.filename.endswith(".png")]
+            if len(archive.infolist()) > MAX_ZIP_MEMBERS:
+                raise _corrupt(
+                    path,
+                    f"it has {len(archive.infolist())} members, at most "
+                    f"{MAX_ZIP_MEMBERS} expected.",
+                )
+            for info in members:
+                if info.file_size > MAX_PNG_BYTES:
+                    raise _corrupt(
+                        path,
+                        f"member {info.filename} unpacks to {info.file_size} bytes; an Omniglot "
+                        f"PNG is under {MAX_PNG_BYTES}.",
+                    )
             by_id: dict[int, dict[int, np.ndarray]] = {}
-            for name in archive.namelist():
-                if not name.endswith(".png"):
-                    continue
+            for info in members:
+                name = info.filename
                 stem = name.rsplit("/", 1)[-1][: -len(".png")]
                 char_id, drawer = (int(s) for s in stem.split("_"))
-                with Image.open(io.BytesIO(archive.read(name))) as im:
+                with Image.open(io.BytesIO(archive.read(info))) as im:
+                    if im.size != (RAW_SIZE, RAW_SIZE):
+                        raise _corrupt(
+                            path, f"{name} is {im.size[0]}x{im.size[1]}, expected 105x105."
+                        )
                     by_id.setdefault(char_id, {})[drawer] = np.asarray(im.convert("1"), bool)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except DataCorruptError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, Image.DecompressionBombError) as e:
         raise DataCorruptError(
             f"{path} is not a readable Omniglot archive ({type(e).__name__}: {e}). Delete it "
             "and download again, or point $ESMETA_DATA_DIR at a good copy."
@@ -258,18 +392,18 @@ def read_part(folder: Path, part: str) -> np.ndarray:
     path = _part_file(folder, part)
     if path is None:
         raise _not_found([folder], f"No images_{part}.npz or images_{part}.zip.")
-    if path.suffix == ".npz":
-        images = read_npz(path)
-    else:
-        images, file_ids = read_zip(path)
-        first = 1 if part == "background" else alphabets.NUM_BACKGROUND + 1
-        if not np.array_equal(file_ids, np.arange(first, first + len(file_ids))):
-            raise DataCorruptError(f"{path}: character ids are not contiguous from {first}.")
     expected = (
         alphabets.NUM_BACKGROUND
         if part == "background"
         else (alphabets.NUM_CHARACTERS - alphabets.NUM_BACKGROUND)
     )
+    if path.suffix == ".npz":
+        images = read_npz(path, characters=expected)
+    else:
+        images, file_ids = read_zip(path)
+        first = 1 if part == "background" else alphabets.NUM_BACKGROUND + 1
+        if not np.array_equal(file_ids, np.arange(first, first + len(file_ids))):
+            raise DataCorruptError(f"{path}: character ids are not contiguous from {first}.")
     if len(images) != expected:
         raise DataCorruptError(f"{path} holds {len(images)} characters, expected {expected}.")
     return images
@@ -310,6 +444,39 @@ def _all_characters(folder: Path, size: int) -> np.ndarray:
     return np.concatenate([preprocess(read_part(folder, p), size=size) for p in PARTS])
 
 
+@functools.lru_cache(maxsize=2)
+def _tfds_characters(
+    size: int, tfds_data_dir: str | None, download: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """f32[n, 20, size, size] and i64[n] file ids: the characters tfds holds."""
+    from esmeta_core.data import tfds_source  # noqa: PLC0415  (imports TensorFlow)
+
+    raw, file_ids = tfds_source.read_tfds(data_dir=tfds_data_dir, download=download)
+    return preprocess(raw, size=size), file_ids
+
+
+def resolve_source(source: str | None = None) -> str:
+    """Returns the data source: ``source``, else ``$ESMETA_DATA_SOURCE``, else ``files``."""
+    chosen = source if source is not None else (os.environ.get(SOURCE_ENV) or SOURCES[0])
+    if chosen not in SOURCES:
+        where = "source" if source is not None else f"${SOURCE_ENV}"
+        raise ValueError(f"{where} is {chosen!r}; choose one of {SOURCES}.")
+    return chosen
+
+
+def _rows_of(file_ids: np.ndarray, wanted: np.ndarray, source: str) -> np.ndarray:
+    """Positions of ``wanted`` ids in the sorted ``file_ids``; raises if any is absent."""
+    rows = np.clip(np.searchsorted(file_ids, wanted), 0, len(file_ids) - 1)
+    missing = sorted(set(wanted[file_ids[rows] != wanted].tolist()))
+    if missing:
+        listed = ", ".join(f"{i:04d}" for i in missing[:10])
+        raise DataCorruptError(
+            f"The {source} source lacks {len(missing)} characters that the split needs "
+            f"(file ids {listed}{', ...' if len(missing) > 10 else ''})."
+        )
+    return rows
+
+
 # ----------------------------------------------------------------------------
 # Splits.
 
@@ -342,6 +509,7 @@ def load_split(
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
     image_size: int = 28,
+    source: str | None = None,
 ) -> OmniglotSplit:
     """Loads one Omniglot split into memory, every rotation its own class.
 
@@ -350,8 +518,15 @@ def load_split(
         1028 / 172 / 1200 / 423 characters) or ``background`` / ``evaluation``
         (the original 964 / 659 characters, by alphabet).
       data_dir: folder with the data; default ``$ESMETA_DATA_DIR``, then the cache.
-      download: download into the cache when the data is not found.
+        With ``source="tfds"`` only the split lists are read from it.
+      download: download into the cache (or let tfds download) when the data is
+        not found.
       image_size: side of the square images after resizing.
+      source: ``files`` (the offline copy, cache or original archives) or ``tfds``
+        (``tfds.load("omniglot")``, data in ``$TFDS_DATA_DIR``); default
+        ``$ESMETA_DATA_SOURCE``, else ``files``. Both give the same classes in
+        the same order and the same images, except the order of the 20
+        drawings within a class (see :mod:`esmeta_core.data.tfds_source`).
 
     Returns:
       An :class:`OmniglotSplit` with ``images`` f32[4 * characters, 20, s, s].
@@ -363,15 +538,26 @@ def load_split(
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown Omniglot split {split!r}; choose one of {SPLITS}.")
-    folder = resolve_data_dir(data_dir, download=download)
+    source = resolve_source(source)
+    if source == "files":
+        folder = resolve_data_dir(data_dir, download=download)
+    else:  # the folder only serves the split lists
+        explicit = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
+        folder = Path(explicit).expanduser() if explicit else cache_dir()
     classes = split_classes(split, data_dir=folder, download=download)
-    characters = _all_characters(folder.resolve(), image_size)
+    if source == "files":
+        characters = _all_characters(folder.resolve(), image_size)
+        file_ids = np.arange(1, alphabets.NUM_CHARACTERS + 1)
+    else:
+        tfds_dir = os.environ.get(TFDS_DATA_DIR_ENV)
+        characters, file_ids = _tfds_characters(image_size, tfds_dir, download)
     ids = np.array([c for c, _ in classes], np.int32)
     rotations = np.array([r for _, r in classes], np.int32)
+    rows_of_class = _rows_of(file_ids, ids, source)
     images = np.empty((len(classes), *characters.shape[1:]), np.float32)
     for k, rotation in enumerate(ROTATIONS):
         rows = rotations == rotation
-        images[rows] = np.rot90(characters[ids[rows] - 1], k, axes=(-2, -1))
+        images[rows] = np.rot90(characters[rows_of_class[rows]], k, axes=(-2, -1))
     names = []
     for char_id, rotation in classes:
         alphabet = alphabets.alphabet_of(char_id)

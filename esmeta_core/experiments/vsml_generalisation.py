@@ -596,25 +596,5 @@ def plot(results: dict[str, Any], out: str | Path | None = None) -> Any:
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The README's VS-ML table from a gathered ``generalisation.json``.
-
-    One row per learner: digits accuracy over the last 10 of 50 examples (mean
-    +- std over seeds, and each seed), over the first 10, Omniglot's, and the
-    meta-training wall time per seed.
-    """
-    lines = [
-        "| learner | digits (unseen), last 10 of 50 | per seed | digits, first 10 | "
-        "Omniglot, last 10 | meta-training per seed |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in result["learners"].values():
-        per_seed = np.array(r["digits_last10_per_seed"]) * 100
-        spread = f" +- {per_seed.std():.1f}" if len(per_seed) > 1 else ""
-        seeds = ", ".join(f"{a:.1f}" for a in per_seed)
-        walls = r["train_wall_s_per_seed"]
-        wall = f"{np.mean(walls) / 60:.1f} min" if max(walls) > 1 else "-"
-        lines.append(
-            f"| {r['name']} | {per_seed.mean():.1f}{spread} % | {seeds} | "
-            f"{100 * r['digits_first10']:.1f} % | {100 * r['omniglot_last10']:.1f} % | {wall} |"
-        )
-    return "\n".join(lines)
+    """The README's VS-ML table from a gathered ``generalisation.json`` (``report.vsml_rows``)."""
+    return report.table(report.VSML_HEADERS, report.vsml_rows(result))

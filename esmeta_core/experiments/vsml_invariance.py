@@ -123,16 +123,5 @@ def _summary(acc: np.ndarray) -> dict[str, Any]:
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The README's invariance table from ``invariance.json``: accuracy, last 10 examples."""
-    lines = [
-        "| setting | inputs | classes | examples | VS-ML (per seed) | online SGD | online Adam |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, r in result["settings"].items():
-        seeds = ", ".join(f"{100 * a:.1f}" for a in r["VS-ML"]["last10_per_seed"])
-        lines.append(
-            f"| {name} | {r['n_in']} | {r['way']} | {r['length']} | "
-            f"{100 * r['VS-ML']['last10']:.1f} % ({seeds}) | {100 * r['SGD']['last10']:.1f} % | "
-            f"{100 * r['Adam']['last10']:.1f} % |"
-        )
-    return "\n".join(lines)
+    """The README's invariance table from ``invariance.json`` (``report.vsml_invariance_rows``)."""
+    return report.table(report.VSML_INVARIANCE_HEADERS, report.vsml_invariance_rows(result))

@@ -1,0 +1,115 @@
+"""Testing a trained ProtoNet: accuracy over test episodes with a 95 % confidence interval.
+
+:func:`evaluate` tests parameters on ``episodes`` test episodes drawn from a fixed
+seed, so every model is tested on the same ones; :func:`evaluate_checkpoint` tests
+a run's last checkpoint on several (way, shot) settings (``esmeta eval``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from esmeta_core import checkpoint, protonet
+from esmeta_core.checkpoint import TrainState
+from esmeta_core.configs import TrainConfig
+from esmeta_core.data import load_split, sample_episodes
+from esmeta_core.report import provenance
+
+
+class Evaluation(NamedTuple):
+    """Accuracy over test episodes: mean, half-width of the 95 % CI, and count."""
+
+    accuracy: float
+    ci95: float
+    episodes: int
+
+
+@functools.partial(jax.jit, static_argnames=("model", "way"))
+def _batch_accuracy(model, params, episodes, *, way):
+    return jax.vmap(lambda e: protonet.episode_loss_and_accuracy(model, params, e, way=way)[1])(
+        episodes
+    )
+
+
+def evaluate(
+    model: protonet.Conv4,
+    params: Any,
+    images: np.ndarray,
+    *,
+    way: int,
+    shot: int,
+    query: int = 15,
+    episodes: int = 1000,
+    seed: int = 1234,
+    batch: int = 50,
+    progress: bool = False,
+) -> Evaluation:
+    """Mean accuracy over ``episodes`` test episodes, with a 95 % normal CI.
+
+    Episodes are drawn from ``(seed, i)``, so every model is tested on the same ones.
+    """
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}.")
+    query = min(query, images.shape[1] - shot)
+    accuracies = []
+    for i in tqdm(
+        range(0, episodes, batch), desc=f"eval {way}w{shot}s", disable=not progress, leave=False
+    ):
+        n = min(batch, episodes - i)
+        eps = sample_episodes(images, seed=seed, step=i, batch=n, way=way, shot=shot, query=query)
+        accuracies.append(np.asarray(_batch_accuracy(model, params, eps, way=way)))
+    acc = np.concatenate(accuracies)
+    ci95 = 1.96 * acc.std(ddof=1) / np.sqrt(len(acc)) if len(acc) > 1 else float("nan")
+    return Evaluation(float(acc.mean()), float(ci95), len(acc))
+
+
+def evaluate_checkpoint(
+    workdir: str | Path,
+    *,
+    settings: tuple[tuple[int, int], ...] = ((5, 1), (5, 5), (20, 1), (20, 5)),
+    episodes: int = 1000,
+    split: str | None = None,
+    width: int | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Tests a checkpoint on several (way, shot) settings; writes ``eval.json``.
+
+    Raises:
+      FileNotFoundError: no checkpoint in ``workdir``.
+      ValueError: ``width`` given and different from the checkpoint's.
+    """
+    workdir = Path(workdir)
+    if checkpoint.latest_step(workdir) is None:
+        raise FileNotFoundError(f"No checkpoint in {workdir}: train first (esmeta train).")
+    config = TrainConfig.load(workdir / "config.json")
+    if width is not None and width != config.width:
+        raise ValueError(
+            f"The checkpoint in {workdir} was trained with width={config.width}, "
+            f"but width={width} was asked for."
+        )
+    split = split or config.eval_split
+    from esmeta_core.configs import SPLIT_CLASSES
+
+    for way, shot in settings:
+        if way > SPLIT_CLASSES[split] or shot + 1 > 20:
+            raise ValueError(f"Cannot test {way}-way {shot}-shot on {split!r}.")
+    model = protonet.Conv4(config.width)
+    params = protonet.init_params(jax.random.key(config.seed), model)  # shapes for the restore
+    state = checkpoint.restore(workdir, TrainState(0, params, None))
+    images = load_split(split).images
+    results = {}
+    for way, shot in settings:
+        r = evaluate(
+            model, state.params, images, way=way, shot=shot, episodes=episodes, progress=progress
+        )
+        results[f"{way}w{shot}s"] = r._asdict()
+    out = {"step": state.step, "split": split, "results": results, **provenance()}
+    (workdir / "eval.json").write_text(json.dumps(out, indent=2))
+    return results
