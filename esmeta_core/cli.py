@@ -40,6 +40,8 @@ EXPERIMENTS = {
     "main-seeds": "main_seeds",
     "scaling": "scaling",
     "vsml": "vsml_generalisation",
+    "vsml-invariance": "vsml_invariance",
+    "vsml-long": "vsml_long",
 }
 OVERRIDES = (
     "method",
