@@ -7,7 +7,10 @@ fields of it (``esmeta train --preset es-5w5s --steps 100``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,8 @@ class TrainConfig:
       query_chunk: embed queries this many at a time (flat memory).
       eval_episodes: test episodes for the final accuracy.
       log_every, checkpoint_every: in steps.
+      max_nonfinite_steps: stop when every ES member's loss is non-finite this many
+        steps in a row (a non-finite loss or parameter stops the run at once).
       seed: the one seed of the run (initialisation, episodes and noise).
     """
 
@@ -66,22 +71,51 @@ class TrainConfig:
     eval_episodes: int = 1000
     log_every: int = 10
     checkpoint_every: int = 50
+    max_nonfinite_steps: int = 3
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_json(cls, data: Any) -> TrainConfig:
+        """The config of a JSON object (missing fields keep their defaults), checked.
+
+        Raises:
+          ConfigError: ``data`` is not an object, names an unknown field, or a field
+            has a wrong type or range.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"a config must be a JSON object of TrainConfig fields, got {type(data).__name__}."
+            )
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(f"Unknown config fields {unknown}; known fields: {sorted(known)}.")
-        return cls(**data)
+            raise ConfigError(f"Unknown config fields {unknown}; known fields: {sorted(known)}.")
+        # JSON writes 0.001 but also 1 for a float field: floats stay floats.
+        floats = {k: float(v) for k, v in data.items() if known[k].type == "float" and _is_int(v)}
+        config = cls(**{**data, **floats})
+        check_fields(config)
+        return config
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_json(json.loads(Path(path).read_text()))
+        """Reads a JSON config file; every error names the file.
+
+        Raises:
+          ConfigError: not JSON, not an object, or a bad field.
+          OSError: the file cannot be read.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid JSON ({e}).") from None
+        try:
+            return cls.from_json(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}", field=e.field) from None
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -118,39 +152,107 @@ PRESETS: dict[str, TrainConfig] = {
 
 def get_preset(name: str) -> TrainConfig:
     if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        raise ConfigError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
     return PRESETS[name]
 
 
-def _positive_int(config: TrainConfig, name: str) -> None:
-    value = getattr(config, name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+class ConfigError(ValueError):
+    """A bad :class:`TrainConfig` value; ``field`` names it (``None`` for a whole file)."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(minimum: int, *, optional: bool = False) -> Callable[[Any], str | None]:
+    def rule(value: Any) -> str | None:
+        if optional and value is None:
+            return None
+        if not _is_int(value) or value < minimum:
+            kind = f"a whole number >= {minimum}" + (" or null" if optional else "")
+            return f"must be {kind}"
+        return None
+
+    return rule
+
+
+def _positive_finite(value: Any) -> str | None:
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        return "must be a finite number > 0"
+    return None
+
+
+def _one_of(options: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def rule(value: Any) -> str | None:
+        return None if isinstance(value, str) and value in options else f"must be one of {options}"
+
+    return rule
+
+
+COMMUNICATIONS = ("psum", "regenerate")  # esmeta_core.es.COMMUNICATIONS (checked by a test)
+
+# One rule per TrainConfig field: value -> None, or what is wrong with it. A test fails
+# if a field has no rule, so a field added later must get one here.
+RULES: dict[str, Callable[[Any], str | None]] = {
+    "method": _one_of(METHODS),
+    "split": _one_of(SPLITS),
+    "eval_split": _one_of(SPLITS),
+    "way": _integer(2),
+    "shot": _integer(1),
+    "query": _integer(1),
+    "train_way": _integer(2, optional=True),
+    "width": _integer(1),
+    "steps": _integer(1),
+    "batch": _integer(1),
+    "lr": _positive_finite,
+    "lr_halving_every": _integer(1),
+    "population": _integer(1),
+    "sigma": _positive_finite,
+    "chunk_size": _integer(1),
+    "communication": _one_of(COMMUNICATIONS),
+    "query_chunk": _integer(1, optional=True),
+    "eval_episodes": _integer(1),
+    "log_every": _integer(1),
+    "checkpoint_every": _integer(1),
+    "max_nonfinite_steps": _integer(1),
+    "seed": _integer(0),
+}
+
+
+def check_fields(config: TrainConfig) -> None:
+    """Checks every field on its own (type and range) against :data:`RULES`.
+
+    Raises:
+      ConfigError: naming the first bad field, its value and what it must be.
+    """
+    for field in dataclasses.fields(config):
+        rule = RULES.get(field.name)
+        if rule is None:
+            raise ConfigError(f"{field.name} has no validation rule.", field=field.name)
+        value = getattr(config, field.name)
+        problem = rule(value)
+        if problem:
+            raise ConfigError(f"{field.name} {problem}, got {value!r}.", field=field.name)
 
 
 def validate(config: TrainConfig, num_devices: int = 1) -> None:
-    """Checks a config before any compute; raises ``ValueError`` naming field and range."""
-    if config.method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {config.method!r}.")
-    for split_field in ("split", "eval_split"):
-        if getattr(config, split_field) not in SPLITS:
-            raise ValueError(
-                f"{split_field} must be one of {SPLITS}, got {getattr(config, split_field)!r}."
-            )
-    for name in (
-        "way",
-        "shot",
-        "query",
-        "width",
-        "steps",
-        "batch",
-        "population",
-        "chunk_size",
-        "eval_episodes",
-        "log_every",
-        "checkpoint_every",
-    ):
-        _positive_int(config, name)
+    """Checks a config before any compute: every field, then the fields together.
+
+    The one validation path of a run, whether the config comes from a preset, the
+    command line, a config file or a saved workdir.
+
+    Raises:
+      ConfigError: (a ``ValueError``) naming the field and the allowed range.
+    """
+    check_fields(config)
     train_way = config.train_way or config.way
     for split_field, way_field, way in (
         ("split", "train_way" if config.train_way else "way", train_way),
@@ -158,24 +260,50 @@ def validate(config: TrainConfig, num_devices: int = 1) -> None:
     ):
         classes = SPLIT_CLASSES[getattr(config, split_field)]
         if way > classes:
-            raise ValueError(
+            raise ConfigError(
                 f"{way_field}={way} is larger than the {classes} classes of "
-                f"{split_field}={getattr(config, split_field)!r}: choose {way_field} <= {classes}."
+                f"{split_field}={getattr(config, split_field)!r}: choose {way_field} <= {classes}.",
+                field=way_field,
             )
     if config.shot + config.query > IMAGES_PER_CLASS:
-        raise ValueError(
+        raise ConfigError(
             f"shot + query = {config.shot + config.query}, but each class has only "
-            f"{IMAGES_PER_CLASS} images: choose shot + query <= {IMAGES_PER_CLASS}."
+            f"{IMAGES_PER_CLASS} images: choose shot + query <= {IMAGES_PER_CLASS}.",
+            field="query",
         )
-    if not config.lr > 0:
-        raise ValueError(f"lr must be positive, got {config.lr!r}.")
     if config.query_chunk is not None and (config.query * config.way) % config.query_chunk:
         total = config.way * config.query
-        raise ValueError(f"query_chunk={config.query_chunk} must divide way * query = {total}.")
+        raise ConfigError(
+            f"query_chunk={config.query_chunk} must divide way * query = {total}.",
+            field="query_chunk",
+        )
     if config.method == "es":
         from esmeta_core import es
 
-        es.validate_config(es_config(config), num_devices)
+        try:
+            es.validate_config(es_config(config), num_devices)
+        except ValueError as e:
+            field = str(e).split("=")[0].split(" ")[0]
+            raise ConfigError(str(e), field=field if field in RULES else None) from None
+
+
+# Fields that a resumed run may change: they do not change what is trained.
+RESUMABLE = ("steps", "eval_episodes", "log_every", "checkpoint_every", "max_nonfinite_steps")
+
+
+def config_hash(config: TrainConfig) -> str:
+    """A short SHA-256 of the fields that define what is trained (not :data:`RESUMABLE`)."""
+    fields = {k: v for k, v in config.to_json().items() if k not in RESUMABLE}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def differences(saved: TrainConfig, asked: TrainConfig) -> list[str]:
+    """``"field: saved -> asked"`` for each field where two configs differ."""
+    return [
+        f"{f.name}={getattr(saved, f.name)!r} (saved) vs {getattr(asked, f.name)!r} (asked)"
+        for f in dataclasses.fields(saved)
+        if getattr(saved, f.name) != getattr(asked, f.name)
+    ]
 
 
 def es_config(config: TrainConfig):

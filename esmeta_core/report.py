@@ -109,6 +109,10 @@ def write_result(
     if clash:
         raise ValueError(f"payload keys {clash} clash with the recorded fields of a result file.")
     result = {**recorded, **payload}
+    import jax
+
+    if jax.process_index() != 0:  # a multi-process run: process 0 alone writes
+        return result
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -183,10 +187,38 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 # Training runs: metrics, curves, summary line.
 
 
+def parse_metrics(text: str, *, path: str | Path = "metrics.jsonl") -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` text; a torn last line (a killed write) is dropped.
+
+    Raises:
+      ValueError: a line before the last is not a JSON object with a ``step`` (naming
+        ``path`` and the line number).
+    """
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    rows = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("not a JSON object with an integer step")
+        except ValueError as e:
+            if i == len(lines) - 1 and not text.endswith("\n"):
+                break  # torn last line: the write was cut off
+            raise ValueError(f"{path} line {number} is not a metrics record ({e}).") from None
+        rows.append(row)
+    return rows
+
+
+def trim_metrics(text: str, step: int, *, path: str | Path = "metrics.jsonl") -> str:
+    """The ``metrics.jsonl`` text of a run resumed at ``step``: later records and a torn line go."""
+    rows = parse_metrics(text, path=path)
+    return "".join(json.dumps(row) + "\n" for row in rows if row["step"] <= step)
+
+
 def read_metrics(workdir: str | Path) -> list[dict[str, float]]:
-    """The run's ``metrics.jsonl`` as a list of dicts."""
+    """The run's ``metrics.jsonl`` as a list of dicts (a torn last line is left out)."""
     path = Path(workdir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return parse_metrics(path.read_text(), path=path)
 
 
 def smoothed(values: np.ndarray, window: int) -> np.ndarray:
