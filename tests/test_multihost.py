@@ -116,6 +116,14 @@ def test_cli_refuses_incomplete_process_flags_with_exit_2(capsys):
     assert "missing: --num-processes" in capsys.readouterr().err
 
 
+def test_experiment_takes_the_process_flags_too(capsys):
+    from esmeta_core import cli
+
+    code = cli.main(["experiment", "population-sweep", "--num-processes", "2"])
+    assert code == 2
+    assert "missing: --coordinator" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------
 # The real command in local processes.
 
