@@ -221,11 +221,7 @@ def main() -> None:
         "note": "f32: psum all-reduces D floats and all-gathers N losses; regenerate "
         "all-gathers the N losses only (result sizes of one device's collectives).",
     }
-    import jax  # the orchestrator's own provenance (1 process, 1 device)
-
-    from esmeta_core.report import write_result
-
-    del jax
+    from esmeta_core.report import write_result  # provenance: this orchestrating process
     write_result(
         args.out,
         {
