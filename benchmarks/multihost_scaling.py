@@ -222,6 +222,7 @@ def main() -> None:
         "all-gathers the N losses only (result sizes of one device's collectives).",
     }
     from esmeta_core.report import write_result  # provenance: this orchestrating process
+
     write_result(
         args.out,
         {
