@@ -2,7 +2,7 @@
 
 esmeta train --preset main --workdir runs/main       # ES-ProtoNet 5-way 5-shot
 esmeta train --preset backprop-5w5s --steps 2000     # a preset with overrides
-esmeta train --workdir runs/main --resume            # continue an interrupted run
+esmeta train --workdir runs/main --resume            # continue an interrupted run (its own config)
 esmeta eval --workdir runs/main                      # 5w1s/5w5s/20w1s/20w5s
 """
 

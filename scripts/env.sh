@@ -1,5 +1,6 @@
-# Sourced by the other scripts: creates or reuses ./.venv with esmeta_core[dev].
-# Re-installs only when pyproject.toml changed since the last install.
+# Sourced by the other scripts: creates or reuses ./.venv with esmeta_core[$ESMETA_EXTRAS]
+# (default "dev"; .ci/run adds "tfds" so that CI runs the tensorflow-datasets test).
+# Re-installs only when pyproject.toml or the extras changed since the last install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -8,12 +9,19 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[esmeta] creating $VENV" >&2
   "$PYTHON" -m venv "$VENV"
 fi
-STAMP="$VENV/.esmeta-installed"
-if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
-  echo "[esmeta] installing esmeta_core[dev] into $VENV (a few minutes the first time)" >&2
+EXTRAS="${ESMETA_EXTRAS:-dev}"
+STAMP="$VENV/.esmeta-installed"  # the extras installed, e.g. "dev,tfds" (empty: "dev")
+INSTALLED="$(cat "$STAMP" 2>/dev/null || true)"
+INSTALLED=",${INSTALLED:-dev},"
+MISSING=""
+for extra in ${EXTRAS//,/ }; do
+  case "$INSTALLED" in *",$extra,"*) ;; *) MISSING="$MISSING $extra" ;; esac
+done
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ -n "$MISSING" ]; then
+  echo "[esmeta] installing esmeta_core[$EXTRAS] into $VENV (a few minutes the first time)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" >&2
-  touch "$STAMP"
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[$EXTRAS]" >&2
+  echo "$EXTRAS" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

@@ -39,3 +39,15 @@ def test_wheel_ships_the_committed_results(tmp_path):
         if p.suffix in (".json", ".png") and "checkpoint" not in p.name
     }
     assert committed and committed <= names, sorted(committed - names)[:5]
+
+
+def test_environment_yml_lists_the_core_dev_and_tfds_requirements():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    wanted = {*project["dependencies"], *extras["dev"], *extras["tfds"], "-e ."}
+    listed = {
+        line.strip()[len("- ") :].strip('"')
+        for line in (ROOT / "environment.yml").read_text().splitlines()
+        if line.startswith("      - ")
+    }
+    assert listed == wanted

@@ -10,6 +10,7 @@ from esmeta_core.data.episodes import (
 )
 from esmeta_core.data.omniglot import (
     DATA_DIR_ENV,
+    SOURCES,
     SPLITS,
     DataCorruptError,
     DataNotFoundError,
@@ -19,10 +20,12 @@ from esmeta_core.data.omniglot import (
     read_npz,
     read_zip,
     resolve_data_dir,
+    resolve_source,
 )
 
 __all__ = [
     "DATA_DIR_ENV",
+    "SOURCES",
     "SPLITS",
     "DataCorruptError",
     "DataNotFoundError",
@@ -37,6 +40,7 @@ __all__ = [
     "read_npz",
     "read_zip",
     "resolve_data_dir",
+    "resolve_source",
     "sample_episode",
     "sample_episodes",
     "sha256_of",

@@ -1,6 +1,6 @@
 """Omniglot for few-shot learning: sources, preprocessing and splits.
 
-Where the data comes from, in this order:
+Where the data comes from. The default source, ``files``, looks in this order:
 
 1. ``data_dir``, or the folder named by ``$ESMETA_DATA_DIR``: either the
    offline arrays ``images_background.npz`` / ``images_evaluation.npz`` or the
@@ -11,6 +11,12 @@ Where the data comes from, in this order:
 3. A download of the original archives (github.com/brendenlake/omniglot) and
    of the Vinyals split lists (github.com/jakesnell/prototypical-networks),
    every file checked against its SHA-256.
+
+The ``tfds`` source, chosen explicitly (``source="tfds"`` or
+``$ESMETA_DATA_SOURCE=tfds``), reads the images through
+``tfds.load("omniglot")`` instead (see :mod:`esmeta_core.data.tfds_source`); the
+split lists still come from ``data_dir`` / ``$ESMETA_DATA_DIR``, the cache or a
+download, and the preprocessing below is the same code for both sources.
 
 Preprocessing follows Vinyals et al. (2016) and Snell et al. (2017): ink is 1
 and background 0, images are resized to 28x28 by area averaging, and each
@@ -35,6 +41,9 @@ DATA_DIR_ENV = "ESMETA_DATA_DIR"
 CACHE_DIR_ENV = "ESMETA_CACHE_DIR"
 ARCHIVE_URL_ENV = "ESMETA_OMNIGLOT_URL"
 SPLITS_URL_ENV = "ESMETA_SPLITS_URL"
+SOURCE_ENV = "ESMETA_DATA_SOURCE"
+SOURCES = ("files", "tfds")  # the first is the default
+TFDS_DATA_DIR_ENV = "TFDS_DATA_DIR"  # tensorflow-datasets' own variable
 DEFAULT_ARCHIVE_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
 DEFAULT_SPLITS_URL = (
     "https://raw.githubusercontent.com/jakesnell/prototypical-networks/master/"
@@ -435,6 +444,39 @@ def _all_characters(folder: Path, size: int) -> np.ndarray:
     return np.concatenate([preprocess(read_part(folder, p), size=size) for p in PARTS])
 
 
+@functools.lru_cache(maxsize=2)
+def _tfds_characters(
+    size: int, tfds_data_dir: str | None, download: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """f32[n, 20, size, size] and i64[n] file ids: the characters tfds holds."""
+    from esmeta_core.data import tfds_source  # noqa: PLC0415  (imports TensorFlow)
+
+    raw, file_ids = tfds_source.read_tfds(data_dir=tfds_data_dir, download=download)
+    return preprocess(raw, size=size), file_ids
+
+
+def resolve_source(source: str | None = None) -> str:
+    """Returns the data source: ``source``, else ``$ESMETA_DATA_SOURCE``, else ``files``."""
+    chosen = source if source is not None else (os.environ.get(SOURCE_ENV) or SOURCES[0])
+    if chosen not in SOURCES:
+        where = "source" if source is not None else f"${SOURCE_ENV}"
+        raise ValueError(f"{where} is {chosen!r}; choose one of {SOURCES}.")
+    return chosen
+
+
+def _rows_of(file_ids: np.ndarray, wanted: np.ndarray, source: str) -> np.ndarray:
+    """Positions of ``wanted`` ids in the sorted ``file_ids``; raises if any is absent."""
+    rows = np.clip(np.searchsorted(file_ids, wanted), 0, len(file_ids) - 1)
+    missing = sorted(set(wanted[file_ids[rows] != wanted].tolist()))
+    if missing:
+        listed = ", ".join(f"{i:04d}" for i in missing[:10])
+        raise DataCorruptError(
+            f"The {source} source lacks {len(missing)} characters that the split needs "
+            f"(file ids {listed}{', ...' if len(missing) > 10 else ''})."
+        )
+    return rows
+
+
 # ----------------------------------------------------------------------------
 # Splits.
 
@@ -467,6 +509,7 @@ def load_split(
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
     image_size: int = 28,
+    source: str | None = None,
 ) -> OmniglotSplit:
     """Loads one Omniglot split into memory, every rotation its own class.
 
@@ -475,8 +518,15 @@ def load_split(
         1028 / 172 / 1200 / 423 characters) or ``background`` / ``evaluation``
         (the original 964 / 659 characters, by alphabet).
       data_dir: folder with the data; default ``$ESMETA_DATA_DIR``, then the cache.
-      download: download into the cache when the data is not found.
+        With ``source="tfds"`` only the split lists are read from it.
+      download: download into the cache (or let tfds download) when the data is
+        not found.
       image_size: side of the square images after resizing.
+      source: ``files`` (the offline copy, cache or original archives) or ``tfds``
+        (``tfds.load("omniglot")``, data in ``$TFDS_DATA_DIR``); default
+        ``$ESMETA_DATA_SOURCE``, else ``files``. Both give the same classes in
+        the same order and the same images, except the order of the 20
+        drawings within a class (see :mod:`esmeta_core.data.tfds_source`).
 
     Returns:
       An :class:`OmniglotSplit` with ``images`` f32[4 * characters, 20, s, s].
@@ -488,15 +538,26 @@ def load_split(
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown Omniglot split {split!r}; choose one of {SPLITS}.")
-    folder = resolve_data_dir(data_dir, download=download)
+    source = resolve_source(source)
+    if source == "files":
+        folder = resolve_data_dir(data_dir, download=download)
+    else:  # the folder only serves the split lists
+        explicit = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
+        folder = Path(explicit).expanduser() if explicit else cache_dir()
     classes = split_classes(split, data_dir=folder, download=download)
-    characters = _all_characters(folder.resolve(), image_size)
+    if source == "files":
+        characters = _all_characters(folder.resolve(), image_size)
+        file_ids = np.arange(1, alphabets.NUM_CHARACTERS + 1)
+    else:
+        tfds_dir = os.environ.get(TFDS_DATA_DIR_ENV)
+        characters, file_ids = _tfds_characters(image_size, tfds_dir, download)
     ids = np.array([c for c, _ in classes], np.int32)
     rotations = np.array([r for _, r in classes], np.int32)
+    rows_of_class = _rows_of(file_ids, ids, source)
     images = np.empty((len(classes), *characters.shape[1:]), np.float32)
     for k, rotation in enumerate(ROTATIONS):
         rows = rotations == rotation
-        images[rows] = np.rot90(characters[ids[rows] - 1], k, axes=(-2, -1))
+        images[rows] = np.rot90(characters[rows_of_class[rows]], k, axes=(-2, -1))
     names = []
     for char_id, rotation in classes:
         alphabet = alphabets.alphabet_of(char_id)
