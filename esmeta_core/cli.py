@@ -296,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         main_process = distributed.is_main_process()
         if not main_process:  # process 0 alone prints and shows progress bars
             os.environ["TQDM_DISABLE"] = "1"
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's lifetime
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python's prints and native logs alike
             args.no_progress = True
     from esmeta_core import evaluation, report, train  # JAX; after argument errors
 

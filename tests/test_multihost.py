@@ -116,6 +116,14 @@ def test_cli_refuses_incomplete_process_flags_with_exit_2(capsys):
     assert "missing: --num-processes" in capsys.readouterr().err
 
 
+def test_experiment_takes_the_process_flags_too(capsys):
+    from esmeta_core import cli
+
+    code = cli.main(["experiment", "population-sweep", "--num-processes", "2"])
+    assert code == 2
+    assert "missing: --coordinator" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------
 # The real command in local processes.
 
@@ -211,7 +219,8 @@ def test_two_processes_of_two_devices_end_with_the_parameters_of_one_process_of_
     )
     assert moved > 1e-3
     # One set of files; process 0 alone prints.
-    assert "Wrote" in outs[0][0] and outs[1][0] == ""
+    assert "Wrote" in outs[0][0] and "Test accuracy" in outs[0][0]
+    assert [line for line in outs[1][0].splitlines() if not line.startswith("[Gloo]")] == []
     assert sorted(p.name for p in workdir.iterdir()) == [
         "checkpoints",
         "config.json",
