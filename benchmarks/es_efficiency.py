@@ -61,7 +61,9 @@ def main() -> None:
             }
             print(row, flush=True)
             rows.append(row)
-    write_result("es_efficiency", rows, fitness="ProtoNet Conv4-64, 5-way 5-shot 15-query")
+    write_result(
+        "es_efficiency", rows, config=vars(args), fitness="ProtoNet Conv4-64, 5-way 5-shot 15-query"
+    )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ def main() -> None:
     write_result(
         "memory_vs_backprop",
         rows,
+        config=vars(args),
         population=args.population,
         model="ProtoNet Conv4-64, 5-way 5-shot, growing queries",
     )

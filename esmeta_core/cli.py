@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from esmeta_core.configs import PRESETS, TrainConfig, get_preset
-from esmeta_core.data.omniglot import SPLITS
+from esmeta_core.data.omniglot import IMAGES_PER_CHARACTER, SPLITS
 
 # name -> module under esmeta_core.experiments. Each module has a frozen dataclass
 # `Config` and `run(config, out_dir)`; its fields are `esmeta experiment NAME --field v`
@@ -48,7 +49,7 @@ OVERRIDES = (
 )
 
 
-MAX_SHOT = 19  # 20 drawings per character: at least one is left for the query
+MAX_SHOT = IMAGES_PER_CHARACTER - 1  # at least one drawing is left for the query
 
 
 def _parse_settings(text: str) -> tuple[tuple[int, int], ...]:
@@ -104,7 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", default="runs/main")
     train.add_argument("--resume", action="store_true", help="continue the run in --workdir")
     train.add_argument("--no-progress", action="store_true")
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for name in OVERRIDES:
         kind = {"method": str, "communication": str, "sigma": float, "lr": float}.get(name, int)
         train.add_argument(
@@ -113,7 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=f"override {name} (preset default: see esmeta_core/configs.py)",
         )
-    del fields
     ev = sub.add_parser("eval", help="test a checkpoint on 5w1s, 5w5s, 20w1s, 20w5s")
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--episodes", type=_positive_int, default=1000)
@@ -187,11 +186,17 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().parse_args(argv)  # reports the unknown arguments and exits 2
     from esmeta_core import evaluation, report, train  # JAX; after argument errors
 
+    command = "esmeta " + shlex.join(sys.argv[1:] if argv is None else argv)
+
     try:
         if args.command == "train":
             config = config_from_args(args)
             summary = train.train_and_evaluate(
-                config, args.workdir, resume=args.resume, progress=not args.no_progress
+                config,
+                args.workdir,
+                resume=args.resume,
+                progress=not args.no_progress,
+                command=command,
             )
             print(
                 f"Wrote {args.workdir}/summary.json (train wall time {summary['train_wall_s']} s)"
@@ -218,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 split=args.split,
                 width=args.width,
                 progress=not args.no_progress,
+                command=command,
             )
             for setting, r in results.items():
                 print(

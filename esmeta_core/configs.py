@@ -11,19 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from esmeta_core.data.omniglot import SPLITS
+from esmeta_core.data.episodes import validate_episode_size
+from esmeta_core.data.omniglot import SPLIT_CLASSES, SPLITS
 
-# Classes per split (4 rotations per character); checked by the data tests.
-SPLIT_CLASSES = {
-    "train": 4112,
-    "val": 688,
-    "trainval": 4800,
-    "test": 1692,
-    "background": 3856,
-    "evaluation": 2636,
-}
 METHODS = ("es", "backprop")
-IMAGES_PER_CLASS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +119,7 @@ def _positive_int(config: TrainConfig, name: str) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
-def validate(config: TrainConfig, num_devices: int = 1) -> None:
+def validate_config(config: TrainConfig, num_devices: int = 1) -> None:
     """Checks a config before any compute; raises ``ValueError`` naming field and range."""
     if config.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {config.method!r}.")
@@ -156,16 +147,14 @@ def validate(config: TrainConfig, num_devices: int = 1) -> None:
         ("split", "train_way" if config.train_way else "way", train_way),
         ("eval_split", "way", config.way),
     ):
-        classes = SPLIT_CLASSES[getattr(config, split_field)]
-        if way > classes:
-            raise ValueError(
-                f"{way_field}={way} is larger than the {classes} classes of "
-                f"{split_field}={getattr(config, split_field)!r}: choose {way_field} <= {classes}."
-            )
-    if config.shot + config.query > IMAGES_PER_CLASS:
-        raise ValueError(
-            f"shot + query = {config.shot + config.query}, but each class has only "
-            f"{IMAGES_PER_CLASS} images: choose shot + query <= {IMAGES_PER_CLASS}."
+        split = getattr(config, split_field)
+        validate_episode_size(
+            way=way,
+            shot=config.shot,
+            query=config.query,
+            num_classes=SPLIT_CLASSES[split],
+            way_name=way_field,
+            split_name=f"{split_field}={split!r}",
         )
     if not config.lr > 0:
         raise ValueError(f"lr must be positive, got {config.lr!r}.")

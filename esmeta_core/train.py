@@ -31,10 +31,10 @@ from tqdm import tqdm  # plain text bars: the same in terminals, notebooks and C
 
 from esmeta_core import checkpoint, es, protonet, sharding
 from esmeta_core.checkpoint import TrainState
-from esmeta_core.configs import TrainConfig, es_config, validate
+from esmeta_core.configs import TrainConfig, es_config, validate_config
 from esmeta_core.data import Episode, load_split, sample_episodes
 from esmeta_core.evaluation import Evaluation, evaluate
-from esmeta_core.report import provenance
+from esmeta_core.report import command_line, write_result
 
 METRICS = "metrics.jsonl"
 
@@ -118,7 +118,7 @@ def prepare(
     (with the saved config, ``steps`` possibly raised), and its ``metrics.jsonl``
     loses the lines logged after that checkpoint. The state is replicated on ``mesh``.
     """
-    validate(config, mesh.shape[sharding.POP_AXIS])
+    validate_config(config, mesh.shape[sharding.POP_AXIS])
     config = checkpoint.prepare_workdir(workdir, config, resume=resume)
     state = init_state(config, protonet.Conv4(config.width))
     state = TrainState(0, *sharding.replicate((state.params, state.opt_state), mesh))
@@ -211,6 +211,7 @@ def train_and_evaluate(
     resume: bool = False,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Trains, checkpoints and tests one ProtoNet; returns (and writes) the summary.
 
@@ -220,6 +221,7 @@ def train_and_evaluate(
       resume: continue the run in ``workdir`` from its last checkpoint.
       progress: show progress bars.
       on_step: called with each finished step (used by tests to interrupt).
+      command: the command line recorded in ``summary.json`` (default: this process's).
     """
     workdir, mesh = Path(workdir), sharding.population_mesh()
     config, state = prepare(config, workdir, mesh=mesh, resume=resume)
@@ -230,13 +232,16 @@ def train_and_evaluate(
     params = sharding.to_host(state.params)
     result = final_evaluation(config, params, progress=progress)
     summary = {
-        "config": config.to_json(),
-        **provenance(),
         "train_wall_s": round(train_wall, 1),
         "resumed_from_step": start,
         "num_params": protonet.num_params(params),
         "eval": {f"{config.way}w{config.shot}s": result._asdict()},
         "eval_split": config.eval_split,
     }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return write_result(
+        workdir / "summary.json",
+        summary,
+        config=config,
+        command=command or command_line(),
+        wall_s=train_wall,
+    )

@@ -84,6 +84,18 @@ PARTS = ("background", "evaluation")  # the two halves of the original data
 IMAGES_PER_CHARACTER = 20
 RAW_SIZE = 105
 ROTATIONS = (0, 90, 180, 270)
+# Characters per split (Vinyals' lists; the original background / evaluation halves) and
+# classes per split (each rotation of a character is a class). The data tests check them
+# against the files; configs and evaluation read them from here.
+SPLIT_CHARACTERS = {
+    "train": 1028,
+    "val": 172,
+    "trainval": 1200,
+    "test": 423,
+    "background": 964,
+    "evaluation": 659,
+}
+SPLIT_CLASSES = {split: len(ROTATIONS) * n for split, n in SPLIT_CHARACTERS.items()}
 
 
 class DataNotFoundError(FileNotFoundError):
