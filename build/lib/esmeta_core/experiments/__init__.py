@@ -1,1 +1,0 @@
-"""Experiments beyond ProtoNet meta-training, each writing result files under ``results/``."""
