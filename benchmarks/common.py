@@ -53,6 +53,27 @@ def time_call(fn, *args, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def time_calls(fn, *args, repeats: int = 5) -> list[float]:
+    """Wall times in seconds of ``repeats`` calls of ``fn(*args)`` after one warm-up call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def spread(times: list[float]) -> dict[str, float]:
+    """Median, min and max of timings, rounded for a table."""
+    return {
+        "median_s": round(statistics.median(times), 4),
+        "min_s": round(min(times), 4),
+        "max_s": round(max(times), 4),
+        "repeats": len(times),
+    }
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident set size."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -86,6 +107,8 @@ __all__ = [
     "peak_rss_bytes",
     "protonet_fitness",
     "synthetic_episode",
+    "spread",
     "time_call",
+    "time_calls",
     "write_result",
 ]

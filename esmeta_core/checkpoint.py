@@ -16,6 +16,7 @@ migrated.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,8 +24,9 @@ from typing import Any, NamedTuple
 import jax
 import orbax.checkpoint as ocp
 
-from esmeta_core.configs import TrainConfig
+from esmeta_core.configs import RESUMABLE, ConfigError, TrainConfig, differences, validate_config
 
+CONFIG = "config.json"  # the run's TrainConfig inside a workdir
 CHECKPOINTS = "checkpoints"  # the folder of orbax steps inside a workdir
 LEGACY_CHECKPOINT = "checkpoint.msgpack"  # the format before orbax; refused
 KEEP = 3  # checkpoints kept per run (the newest ones)
@@ -63,10 +65,17 @@ def manager(workdir: str | Path, *, keep: int = KEEP) -> ocp.CheckpointManager:
     )
 
 
-def save(checkpoints: ocp.CheckpointManager, state: TrainState) -> None:
-    """Writes ``state`` as step ``state.step``; every process calls it with the same state."""
+def save(
+    checkpoints: ocp.CheckpointManager, state: TrainState, *, config_hash: str | None = None
+) -> None:
+    """Writes ``state`` as step ``state.step``; every process calls it with the same state.
+
+    ``config_hash`` (:func:`esmeta_core.configs.config_hash` of the run) is stored in
+    the step's metadata and checked by :func:`restore`.
+    """
     items = {name: ocp.args.StandardSave(getattr(state, name)) for name in ITEMS}
-    checkpoints.save(state.step, args=ocp.args.Composite(**items))
+    metadata = {"config_hash": config_hash} if config_hash else None
+    checkpoints.save(state.step, args=ocp.args.Composite(**items), custom_metadata=metadata)
 
 
 def latest_step(workdir: str | Path) -> int | None:
@@ -89,7 +98,9 @@ def latest_step(workdir: str | Path) -> int | None:
     return max(steps) if steps else None
 
 
-def restore(workdir: str | Path, template: TrainState) -> TrainState:
+def restore(
+    workdir: str | Path, template: TrainState, *, config_hash: str | None = None
+) -> TrainState:
     """The newest checkpoint in ``workdir``, in the structure and shardings of ``template``.
 
     Args:
@@ -97,11 +108,12 @@ def restore(workdir: str | Path, template: TrainState) -> TrainState:
       template: a state of the same model and optimizer (e.g. a fresh one); its
         leaves' shapes, dtypes and shardings are those restored. With
         ``opt_state=None`` only the parameters are read (for evaluation).
+      config_hash: if given, the hash the checkpoint must have been saved with.
 
     Raises:
       FileNotFoundError: no checkpoint in ``workdir``.
-      ValueError: an old-format checkpoint, a damaged one, or one of another model
-        shape (e.g. another width).
+      ValueError: an old-format checkpoint, a damaged one, one of another model
+        shape (e.g. another width), or one saved under another config hash.
     """
     workdir = Path(workdir)
     step = latest_step(workdir)
@@ -116,6 +128,14 @@ def restore(workdir: str | Path, template: TrainState) -> TrainState:
             got = jax.tree.map(lambda x: tuple(x.shape), dict(stored))
         except Exception as e:  # orbax raises several types for a damaged checkpoint
             raise _unreadable(path, e) from e
+        stored_hash = (checkpoints.metadata(step).custom_metadata or {}).get("config_hash")
+        if config_hash and stored_hash and stored_hash != config_hash:
+            raise ValueError(
+                f"{path} was saved by a run whose config hash is {stored_hash}, but "
+                f"{workdir / CONFIG} hashes to {config_hash}: the config was changed after "
+                "this checkpoint was written. Restore the original config.json, or use "
+                "another --workdir."
+            )
         if got != want:
             raise ValueError(
                 f"{path} holds a model of another shape (e.g. another width) than the config "
@@ -142,32 +162,71 @@ def _unreadable(path: Path, error: Exception) -> ValueError:
     )
 
 
-def prepare_workdir(workdir: str | Path, config: TrainConfig, *, resume: bool) -> TrainConfig:
-    """Writes the run's ``config.json``; on resume, checks it against the one saved there.
+def saved_config(workdir: str | Path) -> TrainConfig | None:
+    """The config of the run saved in ``workdir`` (re-validated), or ``None`` if there is none.
 
-    A resumed run keeps its saved config, except that ``steps`` may grow.
+    Raises:
+      ConfigError: ``config.json`` is not valid JSON or holds a bad field (naming the file).
+    """
+    path = Path(workdir) / CONFIG
+    if not path.is_file():
+        return None
+    config = TrainConfig.load(path)
+    try:
+        validate_config(config)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}", field=e.field) from None
+    return config
+
+
+def resume_config(
+    workdir: str | Path, config: TrainConfig, *, resume: bool, allow_changes: bool = False
+) -> TrainConfig:
+    """The config a run in ``workdir`` goes on with; writes nothing.
+
+    A new run (``resume=False``) needs a workdir without a run. A resumed one keeps
+    its saved, re-validated config: ``config`` may differ from it only in the
+    :data:`~esmeta_core.configs.RESUMABLE` fields (``steps`` only grows), unless
+    ``allow_changes``.
 
     Raises:
       FileExistsError: ``workdir`` holds a run and ``resume`` is false.
-      ValueError: the saved run has another ``width`` or ``method``.
+      FileNotFoundError: ``resume`` but ``workdir`` holds no run.
+      ConfigError: the saved config is bad, or ``config`` differs from it.
     """
     workdir = Path(workdir)
-    path = workdir / "config.json"
-    if path.exists() and not resume:
-        raise FileExistsError(
-            f"{workdir} already holds a run. Pass --resume to continue it, or choose another "
-            "--workdir."
+    saved = saved_config(workdir)
+    if not resume:
+        if saved is not None or (workdir / CONFIG).exists():
+            raise FileExistsError(
+                f"{workdir} already holds a run. Pass --resume to continue it, or choose "
+                "another --workdir."
+            )
+        return config
+    if saved is None:
+        raise FileNotFoundError(
+            f"--resume: {workdir} holds no run to continue (no {CONFIG}). Start one without "
+            "--resume."
         )
-    if path.exists():
-        saved = TrainConfig.load(path)
-        for field in ("width", "method"):
-            if getattr(saved, field) != getattr(config, field):
-                raise ValueError(
-                    f"{workdir} holds a run with {field}={getattr(saved, field)!r}, but "
-                    f"{field}={getattr(config, field)!r} was asked for. Use another --workdir, "
-                    "or the saved value."
-                )
-        config = TrainConfig(**{**saved.to_json(), "steps": max(config.steps, saved.steps)})
+    changed = [d for d in differences(saved, config) if d.split("=")[0] not in RESUMABLE]
+    if changed and not allow_changes:
+        raise ConfigError(
+            f"{workdir} holds a run whose config differs from the one asked for: "
+            + "; ".join(changed)
+            + f". A resumed run keeps its saved config (it may change only {RESUMABLE}); "
+            "drop these overrides, use another --workdir, or pass --allow-config-change.",
+            field=changed[0].split("=")[0],
+        )
+    base = config if allow_changes else saved
+    resumable = {name: getattr(config, name) for name in RESUMABLE}
+    resumable["steps"] = max(config.steps, saved.steps)
+    return dataclasses.replace(base, **resumable)
+
+
+def write_config(workdir: str | Path, config: TrainConfig) -> None:
+    """Writes ``workdir/config.json`` (created with its parents), atomically."""
+    workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config.to_json(), indent=2))
-    return config
+    tmp = workdir / f".{CONFIG}.tmp"
+    tmp.write_text(json.dumps(config.to_json(), indent=2))
+    tmp.replace(workdir / CONFIG)

@@ -2,7 +2,7 @@
 
 esmeta train --preset main --workdir runs/main       # ES-ProtoNet 5-way 5-shot
 esmeta train --preset backprop-5w5s --steps 2000     # a preset with overrides
-esmeta train --workdir runs/main --resume            # continue an interrupted run
+esmeta train --workdir runs/main --resume            # continue an interrupted run (its own config)
 esmeta eval --workdir runs/main                      # 5w1s/5w5s/20w1s/20w5s
 """
 
@@ -11,12 +11,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from esmeta_core.configs import PRESETS, TrainConfig, get_preset
+from esmeta_core.configs import (
+    PRESETS,
+    RESUMABLE,
+    ConfigError,
+    TrainConfig,
+    get_preset,
+    validate_config,
+)
 from esmeta_core.data.omniglot import IMAGES_PER_CHARACTER, SPLITS
 
 # name -> module under esmeta_core.experiments. Each module has a frozen dataclass
@@ -28,7 +36,13 @@ EXPERIMENTS = {
     "evograd-rotation": "evograd_rotation",
     "evograd-mwn": "evograd_mwn",
     "population-sweep": "population_sweep",
+    "capacity": "capacity",
+    "es-ablations": "es_ablations",
+    "main-seeds": "main_seeds",
+    "scaling": "scaling",
     "vsml": "vsml_generalisation",
+    "vsml-invariance": "vsml_invariance",
+    "vsml-long": "vsml_long",
 }
 OVERRIDES = (
     "method",
@@ -46,7 +60,23 @@ OVERRIDES = (
     "communication",
     "train_way",
     "batch",
+    "lr_schedule",
+    "lr_final_fraction",
+    "adam_b1",
+    "weight_decay",
+    "unit_kernels",
+    "shaping",
+    "relative_sigma",
+    "perturb_conv_bias",
 )
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 MAX_SHOT = IMAGES_PER_CHARACTER - 1  # at least one drawing is left for the query
@@ -94,19 +124,48 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_process_flags(parser: argparse.ArgumentParser) -> None:
+    """``--coordinator/--num-processes/--process-id``: see :mod:`esmeta_core.distributed`."""
+    group = parser.add_argument_group(
+        "multi-process (default: ESMETA_* environment variables, then a cluster JAX "
+        "detects, else one process)"
+    )
+    group.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    group.add_argument("--num-processes", type=_positive_int, default=None)
+    group.add_argument("--process-id", type=int, default=None, help="0 .. num-processes - 1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="esmeta", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="meta-train a ProtoNet on Omniglot")
-    train.add_argument("--preset", default="main", help=f"one of {sorted(PRESETS)}")
+    train.add_argument(
+        "--preset",
+        default=None,
+        help=f"one of {sorted(PRESETS)} (default: main; on --resume the saved run's config)",
+    )
     train.add_argument("--config", help="a JSON file of TrainConfig fields (instead of a preset)")
     train.add_argument("--workdir", default="runs/main")
-    train.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --workdir with its saved config (overrides other than "
+        f"{', '.join(RESUMABLE)} are refused)",
+    )
+    train.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: let overrides change any field of the saved run",
+    )
     train.add_argument("--no-progress", action="store_true")
+    _add_process_flags(train)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for name in OVERRIDES:
-        kind = {"method": str, "communication": str, "sigma": float, "lr": float}.get(name, int)
+        annotation = str(fields[name].type)
+        kind = _bool if annotation == "bool" else float if annotation == "float" else int
+        kind = str if annotation == "str" else kind
         train.add_argument(
             f"--{name.replace('_', '-')}",
             type=kind,
@@ -130,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("name", choices=sorted(EXPERIMENTS))
     exp.add_argument("--out", default=None, help="output folder (default: runs/experiments/<name>)")
+    _add_process_flags(exp)
     return parser
 
 
@@ -175,18 +235,59 @@ def experiment_config(config_class: type, argv: list[str], prog: str) -> Any:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    config = TrainConfig.load(args.config) if args.config else get_preset(args.preset)
+    """The run's config: a preset, a config file or (on ``--resume``) the saved run, then overrides.
+
+    Raises:
+      ConfigError: a bad config file, field or override (naming it).
+      FileNotFoundError: ``--resume`` where the workdir holds no run.
+    """
+    from esmeta_core import checkpoint
+
+    if args.preset and args.config:
+        raise ConfigError("--preset and --config exclude each other: give one.")
+    if args.config:
+        config = TrainConfig.load(args.config)
+    elif args.preset or not args.resume:
+        config = get_preset(args.preset or "main")
+    else:
+        config = checkpoint.saved_config(args.workdir)
+        if config is None:
+            raise FileNotFoundError(
+                f"--resume: {args.workdir} holds no run to continue (no config.json). "
+                "Start one without --resume."
+            )
     changes = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n) is not None}
-    return dataclasses.replace(config, **changes)
+    config = dataclasses.replace(config, **changes)
+    validate_config(config)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     if rest and args.command != "experiment":
         build_parser().parse_args(argv)  # reports the unknown arguments and exits 2
+    main_process = True
+    if args.command in ("train", "experiment"):
+        from esmeta_core import distributed
+
+        try:
+            cluster = distributed.detect(
+                coordinator=args.coordinator,
+                num_processes=args.num_processes,
+                process_id=args.process_id,
+            )
+        except ValueError as e:
+            print(f"esmeta: error: {e}", file=sys.stderr)
+            return 2
+        distributed.start(cluster)  # before any other JAX call
+        main_process = distributed.is_main_process()
+        if not main_process:  # process 0 alone prints and shows progress bars
+            os.environ["TQDM_DISABLE"] = "1"
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's lifetime
+            args.no_progress = True
     from esmeta_core import evaluation, report, train  # JAX; after argument errors
 
-    command = "esmeta " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "esmeta " + shlex.join(sys.argv[1:] if argv is None else argv)  # for result files
 
     try:
         if args.command == "train":
@@ -195,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 config,
                 args.workdir,
                 resume=args.resume,
+                allow_changes=args.allow_config_change,
                 progress=not args.no_progress,
                 command=command,
             )
@@ -234,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"esmeta: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a workdir under a file, a read-only file system, a full disk
+        where = e.filename or "a file"
+        print(f"esmeta: error: cannot use {where}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except train.TrainingDiverged as e:
+        print(f"esmeta: error: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         if args.command != "train":
             raise

@@ -48,7 +48,7 @@ from jax import lax
 
 from esmeta_core.sharding import POP_AXIS, P, population_mesh
 
-SHAPINGS = ("centered_rank", "z_score", "raw")
+SHAPINGS = ("centered_rank", "z_score", "raw", "pair_z_score")
 COMMUNICATIONS = ("psum", "regenerate")
 
 
@@ -59,7 +59,9 @@ class ESConfig(NamedTuple):
       population: number of members ``N`` (perturbed copies) per estimate.
       sigma: standard deviation of the perturbations.
       antithetic: evaluate ``theta +- sigma eps`` in pairs (``N`` must be even).
-      shaping: ``"centered_rank"`` (ranks in [-0.5, 0.5]), ``"z_score"`` or ``"raw"``.
+      shaping: ``"centered_rank"`` (ranks in [-0.5, 0.5]), ``"z_score"``, ``"raw"``, or
+        ``"pair_z_score"`` (antithetic differences over their root mean square; see
+        :func:`pair_weights`).
       chunk_size: directions evaluated together with ``vmap`` inside ``lax.map``
         (1: one at a time; the population per device: all at once).
       communication: ``"psum"`` or ``"regenerate"`` (see the module docstring).
@@ -183,9 +185,34 @@ def shape_losses(losses: jax.Array, shaping: str) -> jax.Array:
         return centered_ranks(losses)
     if shaping == "z_score":
         return (losses - losses.mean()) / (losses.std() + 1e-8)
-    if shaping == "raw":
+    if shaping in ("raw", "pair_z_score"):
         return losses
     raise ValueError(f"shaping must be one of {SHAPINGS}, got {shaping!r}.")
+
+
+def pair_weights(losses: jax.Array, shaping: str) -> jax.Array:
+    """Each direction's weight ``w_j`` in ``g = 1/(N sigma) sum_j w_j eps_j``.
+
+    Antithetic (``losses``: f32[M, 2], columns ``L(theta + sigma eps_j)`` and
+    ``L(theta - sigma eps_j)``): ``w_j = s_j^+ - s_j^-`` with the shaped losses
+    ``s`` of :func:`shape_losses`. ``"pair_z_score"`` instead divides the raw
+    differences ``d_j = L_j^+ - L_j^-`` by their root mean square,
+    ``w_j = d_j / sqrt(mean_k d_k^2)``: it keeps each pair's finite-difference
+    magnitude (which ranks throw away) and makes the step independent of the loss
+    scale. Without a mean subtraction: the mean of ``d_j`` is itself signal.
+    (Antithetic z-scoring of differences: Mania et al. 2018, arXiv:1803.07055,
+    divide by the std of the evaluated rewards.)
+
+    Plain sampling (f32[M, 1]): ``w_j = s_j``; ``"pair_z_score"`` is the z-score.
+    """
+    if shaping == "pair_z_score":
+        losses = replace_nonfinite(losses.reshape(-1)).reshape(losses.shape)
+        if losses.shape[1] == 1:
+            return shape_losses(losses[:, 0], "z_score")
+        diffs = losses[:, 0] - losses[:, 1]  # f32[M]
+        return diffs / (jnp.sqrt(jnp.mean(diffs**2)) + 1e-12)
+    shaped = shape_losses(losses.reshape(-1), shaping).reshape(losses.shape)
+    return shaped[:, 0] - shaped[:, 1] if losses.shape[1] == 2 else shaped[:, 0]
 
 
 def weighted_noise_sum(
@@ -288,8 +315,7 @@ def es_grad(
             batch_size=min(config.chunk_size, per_device),
         )  # f32[per_device, 1 or 2]
         losses = lax.all_gather(local, POP_AXIS, tiled=True)  # f32[directions, 1 or 2]
-        shaped = shape_losses(losses.reshape(-1), config.shaping).reshape(losses.shape)
-        weights = shaped[:, 0] - shaped[:, 1] if config.antithetic else shaped[:, 0]
+        weights = pair_weights(losses, config.shaping)  # f32[directions]
         if config.communication == "psum":
             local_w = lax.dynamic_slice_in_dim(weights, first, per_device)
             partial = weighted_noise_sum(key, params, local_dirs, local_w, config.chunk_size)
@@ -340,3 +366,96 @@ def make_es_grad(
         return es_grad(loss_fn, params, key, *args, config=config, mesh=mesh)
 
     return grad_fn
+
+
+# ----------------------------------------------------------------------------
+# Options that wrap the estimator: which leaves to perturb, and by how much.
+
+
+def channel_norms(x: jax.Array) -> jax.Array:
+    """Norm of each output channel of a kernel: f32[..., c] -> f32[1, ..., 1, c].
+
+    Under a batch norm each output channel of the kernel before it can be
+    rescaled without changing the loss, so its norm only sets the scale of a
+    perturbation relative to the weights.
+    """
+    axes = tuple(range(x.ndim - 1))
+    return jnp.sqrt(jnp.sum(x**2, axis=axes, keepdims=True))
+
+
+def es_grad_with_options(
+    loss_fn: Callable[..., jax.Array],
+    params: Any,
+    key: jax.Array,
+    *args: Any,
+    config: ESConfig | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    perturb: Any = None,
+    sigma_scales: Any = None,
+) -> tuple[Any, ESStats]:
+    """:func:`es_grad` with fixed leaves and a sigma per leaf, by a change of variables.
+
+    Leaf ``l`` is perturbed by ``sigma * r_l * eps_l`` (``r_l`` from
+    ``sigma_scales``, broadcast against the leaf): write ``theta_l = r_l u_l``,
+    run plain ES on ``u`` and map the estimate back by the chain rule,
+
+    .. math::
+
+       g_{\\theta_l} = \\frac{1}{r_l} \\, g_{u_l}
+       = \\frac{1}{N \\sigma r_l} \\sum_i s_i \\, \\epsilon_{i,l} .
+
+    With ``r_l = ||theta_l||`` per output channel (:func:`channel_norms`) the
+    perturbation is a fixed *fraction* of each batch-normed kernel channel, so
+    it does not shrink in effect as the (scale-invariant) kernels grow
+    (van Laarhoven 2017, arXiv:1706.05350, on the effective learning rate of
+    scale-invariant weights). Leaves with ``perturb`` False are not perturbed
+    and get a zero gradient: for parameters that cannot change the loss (a conv
+    bias before a batch norm), noise there is spent for nothing.
+
+    Args:
+      loss_fn, params, key, *args, config, mesh: as in :func:`es_grad`.
+      perturb: a pytree of bools shaped like ``params``' leaves (``None``: all).
+      sigma_scales: a pytree of positive arrays broadcastable to ``params``'
+        leaves (``None``: all ones). Treated as constants.
+
+    Returns:
+      ``(grads, stats)`` as :func:`es_grad`. With all scales 1 and every leaf
+      perturbed it is :func:`es_grad` exactly.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> loss = lambda p: jnp.sum((p["a"] - 1.0) ** 2) + 0 * jnp.sum(p["b"])
+      >>> config = ESConfig(population=4096, sigma=0.1, shaping="raw")
+      >>> g, _ = es_grad_with_options(
+      ...     loss, {"a": jnp.zeros(2), "b": jnp.ones(2)}, jax.random.key(0),
+      ...     config=config, perturb={"a": True, "b": False})
+      >>> g["a"].round(0), g["b"]
+      (Array([-2., -2.], dtype=float32), Array([0., 0.], dtype=float32))
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    keep = [True] * len(leaves) if perturb is None else treedef.flatten_up_to(perturb)
+    scales = [None] * len(leaves) if sigma_scales is None else treedef.flatten_up_to(sigma_scales)
+    scales = [None if r is None else lax.stop_gradient(jnp.asarray(r)) for r in scales]
+
+    def to_u(x, r):
+        return x if r is None else x / r
+
+    def from_u(u, r):
+        return u if r is None else u * r
+
+    free = [to_u(x, r) for x, r, k in zip(leaves, scales, keep, strict=True) if k]
+
+    def free_loss(free_u, *args):
+        it = iter(free_u)
+        full = [
+            from_u(next(it), r) if k else x for x, r, k in zip(leaves, scales, keep, strict=True)
+        ]
+        return loss_fn(jax.tree.unflatten(treedef, full), *args)
+
+    g_free, stats = es_grad(free_loss, free, key, *args, config=config, mesh=mesh)
+    it = iter(g_free)
+    grads = [
+        to_u(next(it), r) if k else jnp.zeros_like(x)
+        for x, r, k in zip(leaves, scales, keep, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, grads), stats

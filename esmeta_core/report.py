@@ -106,6 +106,10 @@ def write_result(
     if clash:
         raise ValueError(f"payload keys {clash} clash with the recorded fields of a result file.")
     result = {**recorded, **payload}
+    import jax
+
+    if jax.process_index() != 0:  # a multi-process run: process 0 alone writes
+        return result
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -248,10 +252,38 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 # Training runs: metrics, curves, summary line.
 
 
+def parse_metrics(text: str, *, path: str | Path = "metrics.jsonl") -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` text; a torn last line (a killed write) is dropped.
+
+    Raises:
+      ValueError: a line before the last is not a JSON object with a ``step`` (naming
+        ``path`` and the line number).
+    """
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    rows = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("not a JSON object with an integer step")
+        except ValueError as e:
+            if i == len(lines) - 1 and not text.endswith("\n"):
+                break  # torn last line: the write was cut off
+            raise ValueError(f"{path} line {number} is not a metrics record ({e}).") from None
+        rows.append(row)
+    return rows
+
+
+def trim_metrics(text: str, step: int, *, path: str | Path = "metrics.jsonl") -> str:
+    """The ``metrics.jsonl`` text of a run resumed at ``step``: later records and a torn line go."""
+    rows = parse_metrics(text, path=path)
+    return "".join(json.dumps(row) + "\n" for row in rows if row["step"] <= step)
+
+
 def read_metrics(workdir: str | Path) -> list[dict[str, float]]:
-    """The run's ``metrics.jsonl`` as a list of dicts."""
+    """The run's ``metrics.jsonl`` as a list of dicts (a torn last line is left out)."""
     path = Path(workdir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return parse_metrics(path.read_text(), path=path)
 
 
 def smoothed(values: np.ndarray, window: int) -> np.ndarray:
@@ -350,11 +382,67 @@ def results_tables(results: str | Path = "results") -> str:
         ],
     )
     add(
+        "protonet/capacity.json",
+        lambda d: f"Backprop capacity by width ({d['config']['steps']} steps; `{d['command']}`)",
+        ["width", "parameters", "5w5s accuracy", "train min"],
+        lambda d: [
+            [
+                r["width"],
+                f"{r['num_params']:,}",
+                f"{100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
+                f"{r['train_wall_s'] / 60:.1f}",
+            ]
+            for r in d["rows"]
+        ],
+    )
+    add(
+        "protonet/ablations.json",
+        lambda d: f"ES ablations ({d['steps']} steps, two seeds per row; `{d['command']}`)",
+        ["row", "changes", "accuracy per seed", "mean +- std"],
+        lambda d: [
+            [
+                r["row"],
+                ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "-",
+                ", ".join(f"{100 * s['accuracy']:.2f}" for s in r["seeds"]),
+                f"{100 * r['mean']:.2f} +- {100 * r['std']:.2f}",
+            ]
+            for r in d["rows"]
+        ],
+    )
+    add(
+        "protonet/main_seeds.json",
+        lambda d: f"Main preset over seeds (`{d['command']}`)",
+        ["seed", "5w5s accuracy", "train wall time (s)"],
+        lambda d: (
+            [
+                [
+                    r["seed"],
+                    f"{100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
+                    r["train_wall_s"],
+                ]
+                for r in d["seeds"]
+            ]
+            + [["mean +- std", f"{100 * d['mean']:.2f} +- {100 * d['std']:.2f}", ""]]
+        ),
+    )
+
+    def timing(t: dict[str, float]) -> str:
+        return f"{t['median_s']} ({t['min_s']}-{t['max_s']})"
+
+    add(
         "benchmarks/es_efficiency.json",
         lambda d: f"ES step time over forward time (`{d['command']}`)",
-        ["N", "strategy", "ES step (s)", "plain forward (s)", "ratio"],
+        ["N", "strategy", "ES step s, median (min-max)", "plain forward s", "ratio (range)"],
         lambda d: [
             [r["population"], r["strategy"], r["es_step_s"], r["plain_forward_s"], r["ratio"]]
+            if "es_step" not in r  # a file from before issue 17: two repeats, no spread
+            else [
+                r["population"],
+                r["strategy"],
+                timing(r["es_step"]),
+                timing(r["plain_forward"]),
+                f"{r['ratio']} ({r['ratio_range'][0]}-{r['ratio_range'][1]})",
+            ]
             for r in d["rows"]
         ],
     )
@@ -385,36 +473,66 @@ def results_tables(results: str | Path = "results") -> str:
             for r in d["rows"]
         ],
     )
-    add(
-        "benchmarks/memory_vs_backprop.json",
-        lambda d: f"ES vs backprop memory (`{d['command']}`)",
-        ["images per episode", "ES MiB", "backprop MiB", "ratio", "ES temporaries MiB"],
-        lambda d: [
-            [r["images"], r["es_mib"], r["backprop_mib"], f"{r['ratio']}x", r["es_temp_mib"]]
-            for r in d["rows"]
-        ],
-    )
+    memory = _load_if_there(results / "benchmarks/memory_vs_backprop.json")
+    if memory and "backprop_naive_mib" in memory["rows"][0]:
+        small = next(k for k in memory["rows"][0] if k.startswith("es_chunk"))
+        add(
+            "benchmarks/memory_vs_backprop.json",
+            lambda d: f"ES vs backprop memory (`{d['command']}`)",
+            [
+                "images per episode",
+                "ES MiB",
+                "ES MiB, smallest chunk",
+                "backprop naive MiB",
+                "backprop chunked + remat MiB",
+                "ratio to naive",
+                "ratio to chunked + remat",
+            ],
+            lambda d: [
+                [
+                    r["images"],
+                    r["es_mib"],
+                    r[small],
+                    r["backprop_naive_mib"],
+                    r["backprop_chunked_remat_mib"],
+                    f"{r['ratio_naive']}x",
+                    f"{r['ratio_chunked_remat']}x",
+                ]
+                for r in d["rows"]
+            ],
+        )
+    else:  # a file from before issue 17: naive backprop only
+        add(
+            "benchmarks/memory_vs_backprop.json",
+            lambda d: f"ES vs backprop memory (`{d['command']}`)",
+            ["images per episode", "ES MiB", "backprop MiB", "ratio", "ES temporaries MiB"],
+            lambda d: [
+                [r["images"], r["es_mib"], r["backprop_mib"], f"{r['ratio']}x", r["es_temp_mib"]]
+                for r in d["rows"]
+            ],
+        )
+    programs = {
+        "plain_gradient": "plain gradient step",
+        "evograd": "EvoGrad (noise regenerated)",
+        "evograd_materialised": "EvoGrad (copies stored)",
+        "second_order": "second order",
+    }
     add(
         "benchmarks/evograd_scaling.json",
         lambda d: f"EvoGrad vs second-order hypergradient (`{d['command']}`)",
-        [
-            "Conv4 width",
-            "parameters",
-            "memory MiB (EvoGrad / 2nd order)",
-            "memory ratio",
-            "step s (EvoGrad / 2nd order)",
-            "time ratio",
-        ],
+        ["Conv4 width", "parameters", "program", "memory MiB", "GFLOP", "step s, median (min-max)"],
         lambda d: [
             [
                 r["width"],
                 f"{r['params']:,}",
-                f"{r['evograd_mib']} / {r['second_order_mib']}",
-                f"{r['memory_ratio']}x",
-                f"{r['evograd_step_s']} / {r['second_order_step_s']}",
-                f"{r['time_ratio']}x",
+                label,
+                r[key]["mib"],
+                r[key]["gflop"],
+                f"{r[key]['step_s_median']} ({r[key]['step_s_min']}-{r[key]['step_s_max']})",
             ]
             for r in d["rows"]
+            for key, label in programs.items()
+            if key in r
         ],
     )
     add(
@@ -433,29 +551,85 @@ def results_tables(results: str | Path = "results") -> str:
     add(
         "evograd/mwn.json",
         lambda d: f"EvoGrad Meta-Weight-Net (`{d['command']}`)",
-        ["noise", "method", "test accuracy", "ms per step", "compiled temp KiB"],
+        ["noise", "method", "test accuracy"],
         lambda d: [
             [
                 r["noise"],
                 r["method"],
                 f"{100 * r['test_accuracy_mean']:.1f} +- {100 * r['test_accuracy_std']:.1f} %",
-                f"{r['step_ms']:.2f}",
-                f"{r['compiled_temp_kib']:.0f}",
             ]
             for r in d["rows"]
         ],
     )
-    vsml = _load_if_there(results / "vsml/generalisation.json")
-    if vsml and "imitation_loss" in vsml:
-        rows = []
-        for name, r in vsml["learners"].items():
-            per_seed = r["digits_final_accuracy_per_seed"]
-            spread = f" +- {100 * np.std(per_seed):.1f}" if len(per_seed) > 1 else ""
-            digits = f"{100 * r['digits_final_accuracy']:.1f}{spread} %"
-            rows.append([name, digits, f"{100 * r['omniglot_final_accuracy']:.1f} %"])
-        sections.append(
-            f"## VS-ML: meta-trained on Omniglot, tested on unseen digits (`{vsml['command']}`, "
-            f"{vsml['seeds']} seeds, {vsml['wall_s'] / 60:.1f} min)\n\n"
-            + table(["learner", "digits (unseen), last 10 of 50", "Omniglot, last 10 of 50"], rows)
-        )
+    add(
+        "vsml/generalisation.json",
+        lambda d: (
+            "VS-ML: meta-trained on Omniglot, tested on unseen digits "
+            "(results/vsml/generalisation.json, gathered from results/vsml/parts/)"
+        ),
+        VSML_HEADERS,
+        vsml_rows,
+    )
+    add(
+        "vsml/invariance.json",
+        lambda d: f"VS-ML cells unchanged on other tasks (`{d['command']}`)",
+        VSML_INVARIANCE_HEADERS,
+        vsml_invariance_rows,
+    )
     return "\n\n".join(sections)
+
+
+VSML_HEADERS = (
+    "learner",
+    "digits (unseen), last 10 of 50",
+    "per seed",
+    "digits, first 10",
+    "Omniglot, last 10",
+    "meta-training per seed",
+)
+VSML_INVARIANCE_HEADERS = (
+    "setting", "inputs", "classes", "examples", "VS-ML (per seed)", "online SGD", "online Adam",
+)  # fmt: skip
+
+
+def vsml_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Rows of the VS-ML table from a gathered ``vsml/generalisation.json``: per learner,
+    digits accuracy over the last 10 of 50 examples (mean +- std over seeds, each seed),
+    over the first 10, Omniglot's, and the meta-training wall time per seed."""
+    rows = []
+    for r in result.get("learners", {}).values():
+        if "digits_last10_per_seed" not in r:  # a file of the format before the parts
+            continue
+        per_seed = [100 * a for a in r["digits_last10_per_seed"]]
+        spread = f" +- {np.std(per_seed):.1f}" if len(per_seed) > 1 else ""
+        walls = r["train_wall_s_per_seed"]
+        rows.append(
+            [
+                r["name"],
+                f"{np.mean(per_seed):.1f}{spread} %",
+                ", ".join(f"{a:.1f}" for a in per_seed),
+                f"{100 * r['digits_first10']:.1f} %",
+                f"{100 * r['omniglot_last10']:.1f} %",
+                f"{np.mean(walls) / 60:.1f} min" if max(walls) > 1 else "-",
+            ]
+        )
+    return rows
+
+
+def vsml_invariance_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Rows of the invariance table from ``vsml/invariance.json`` (last 10 examples)."""
+    rows = []
+    for name, r in result["settings"].items():
+        seeds = ", ".join(f"{100 * a:.1f}" for a in r["VS-ML"]["last10_per_seed"])
+        rows.append(
+            [
+                name,
+                str(r["n_in"]),
+                str(r["way"]),
+                str(r["length"]),
+                f"{100 * r['VS-ML']['last10']:.1f} % ({seeds})",
+                f"{100 * r['SGD']['last10']:.1f} %",
+                f"{100 * r['Adam']['last10']:.1f} %",
+            ]
+        )
+    return rows

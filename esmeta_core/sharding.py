@@ -46,6 +46,10 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
             return x
         if jax.process_count() == 1:
             return jax.device_put(x, sharding)
+        if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+            # Typed PRNG keys have no NumPy form: place their bits, then re-wrap them.
+            impl = jax.random.key_impl(x)
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=impl)
         host = np.asarray(x)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
@@ -55,6 +59,17 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
 def to_host(tree: Any) -> Any:
     """Copies replicated (possibly multi-process) arrays to NumPy on this process."""
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches the barrier ``name`` (nothing with one process).
+
+    E.g. every process checks a workdir before process 0 writes to it.
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 # Failure bounds of a multi-process run (seconds). JAX's own defaults (300 s to
@@ -120,7 +135,9 @@ def initialize_distributed(
         jax.config.update("jax_num_cpu_devices", local_device_count)
     if coordinator_address is not None and coordinator_address.startswith("127.0.0.1"):
         jax.config.update("jax_platforms", "cpu")
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Cross-process collectives of CPU devices go through gloo (several CPU hosts, or
+    # local test processes); accelerators use their own interconnect either way.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator_address,
         num_processes=num_processes,

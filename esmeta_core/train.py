@@ -19,32 +19,43 @@ ends with the same parameters as one that was never interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from tqdm import tqdm  # plain text bars: the same in terminals, notebooks and CI logs
 
-from esmeta_core import checkpoint, es, protonet, sharding
+from esmeta_core import checkpoint, es, optim, protonet, report, sharding
 from esmeta_core.checkpoint import TrainState
-from esmeta_core.configs import TrainConfig, es_config, validate_config
+from esmeta_core.configs import TrainConfig, config_hash, es_config, validate_config
 from esmeta_core.data import Episode, load_split, sample_episodes
 from esmeta_core.evaluation import Evaluation, evaluate
-from esmeta_core.report import command_line, write_result
 
 METRICS = "metrics.jsonl"
 
 
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Adam whose learning rate halves every ``lr_halving_every`` steps (Snell et al.)."""
-    schedule = optax.exponential_decay(
-        config.lr, transition_steps=config.lr_halving_every, decay_rate=0.5, staircase=True
-    )
-    return optax.adam(schedule)
+class TrainingDiverged(RuntimeError):
+    """The run stopped: its loss or parameters became non-finite (or every ES member did)."""
+
+
+def is_writer() -> bool:
+    """Whether this process writes the run's files (config, metrics, summary): process 0."""
+    return jax.process_index() == 0
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """``True`` iff every element of every leaf of ``tree`` is finite."""
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+make_optimizer = optim.make_optimizer  # its home is esmeta_core/optim.py
 
 
 def init_state(config: TrainConfig, model: protonet.Conv4) -> TrainState:
@@ -87,8 +98,14 @@ def make_train_step(
     def train_step(params, opt_state, key, episodes):
         metrics = {}
         if config.method == "es":
-            grads, stats = es.es_grad(
-                loss_fn, params, key, episodes, config=es_config(config), mesh=mesh
+            grads, stats = es.es_grad_with_options(
+                loss_fn,
+                params,
+                key,
+                episodes,
+                config=es_config(config),
+                mesh=mesh,
+                **es_options(config, params),
             )
             metrics.update(
                 population_loss=stats.loss_mean,
@@ -100,9 +117,23 @@ def make_train_step(
         loss, acc = center_metrics(params, episodes)
         metrics.update(loss=loss, accuracy=acc, grad_norm=optax.tree.norm(grads))
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, metrics
+        params = optax.apply_updates(params, updates)
+        metrics.update(params_finite=all_finite(params))
+        return params, opt_state, metrics
 
     return train_step
+
+
+def es_options(config: TrainConfig, params: Any) -> dict[str, Any]:
+    """``perturb`` and ``sigma_scales`` of :func:`esmeta_core.es.es_grad_with_options`."""
+    kernels = optim.conv_kernel_mask(params)
+    perturb = None
+    if not config.perturb_conv_bias:
+        perturb = jax.tree.map(lambda b: not b, optim.conv_bias_mask(params))
+    scales = None
+    if config.relative_sigma:
+        scales = jax.tree.map(lambda x, k: es.channel_norms(x) if k else 1.0, params, kernels)
+    return {"perturb": perturb, "sigma_scales": scales}
 
 
 # ----------------------------------------------------------------------------
@@ -110,25 +141,56 @@ def make_train_step(
 
 
 def prepare(
-    config: TrainConfig, workdir: Path, *, mesh: jax.sharding.Mesh, resume: bool
+    config: TrainConfig,
+    workdir: Path,
+    *,
+    mesh: jax.sharding.Mesh,
+    resume: bool,
+    allow_changes: bool = False,
 ) -> tuple[TrainConfig, TrainState]:
     """Checks ``config``, writes it to ``workdir`` and returns the run's first state.
 
-    A new run starts from :func:`init_state`; a resumed one from its last checkpoint
-    (with the saved config, ``steps`` possibly raised), and its ``metrics.jsonl``
-    loses the lines logged after that checkpoint. The state is replicated on ``mesh``.
+    A new run starts from :func:`init_state`; a resumed one from its last checkpoint,
+    with the saved config (see :func:`esmeta_core.checkpoint.resume_config`), and its
+    ``metrics.jsonl`` loses the lines logged after that checkpoint (and a torn last
+    line). ``config.json`` is written only once the data and the model are ready, so
+    a run that fails before that leaves nothing that blocks a rerun. The state is
+    replicated on ``mesh``.
     """
+    config = checkpoint.resume_config(workdir, config, resume=resume, allow_changes=allow_changes)
+    sharding.barrier("esmeta-workdir-checked")  # every process read it before 0 writes
     validate_config(config, mesh.shape[sharding.POP_AXIS])
-    config = checkpoint.prepare_workdir(workdir, config, resume=resume)
+    load_split(config.split)  # the data is there and sound before anything is written
     state = init_state(config, protonet.Conv4(config.width))
     state = TrainState(0, *sharding.replicate((state.params, state.opt_state), mesh))
     if resume and checkpoint.latest_step(workdir) is not None:
-        state = checkpoint.restore(workdir, state)
-    path = workdir / METRICS
-    lines = path.read_text().splitlines() if path.exists() else []
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= state.step]
-    path.write_text("".join(line + "\n" for line in kept))
+        expected = None if allow_changes else config_hash(config)
+        state = checkpoint.restore(workdir, state, config_hash=expected)
+    if is_writer():
+        checkpoint.write_config(workdir, config)
+        path = workdir / METRICS
+        text = path.read_text() if path.exists() else ""
+        path.write_text(report.trim_metrics(text, state.step, path=path))
     return config, state
+
+
+def _check_finite(metrics: dict[str, Any], config: TrainConfig, step: int, bad_run: int) -> int:
+    """Raises :class:`TrainingDiverged` on a non-finite step; returns the all-members-bad run."""
+    loss, params_finite = float(metrics["loss"]), bool(metrics["params_finite"])
+    if not math.isfinite(loss) or not params_finite:
+        what = f"loss {loss}" if not math.isfinite(loss) else "non-finite parameters"
+        raise TrainingDiverged(f"step {step} gave {what}")
+    if config.method == "es" and int(metrics["num_nonfinite"]) >= config.population:
+        bad_run += 1
+        if bad_run >= config.max_nonfinite_steps:
+            raise TrainingDiverged(
+                f"every ES member's loss was non-finite for {bad_run} steps in a row "
+                f"(steps {step - bad_run + 1}-{step}; max_nonfinite_steps="
+                f"{config.max_nonfinite_steps}): sigma={config.sigma} or lr={config.lr} "
+                "is likely too large"
+            )
+        return bad_run
+    return 0
 
 
 def train_loop(
@@ -143,16 +205,24 @@ def train_loop(
     """Steps ``state`` to ``config.steps``, logging and checkpointing; returns it and the wall time.
 
     Step ``t`` trains on episodes ``(seed, t)`` with noise key :func:`step_key`.
+    Only process 0 writes ``metrics.jsonl``; every process saves checkpoints (orbax
+    writes them once).
+
+    Raises:
+      TrainingDiverged: the loss or the parameters became non-finite, or every ES
+        member was non-finite for ``max_nonfinite_steps`` steps in a row. No checkpoint
+        is written from such a step on, so the last one saved is a good one.
     """
     images = load_split(config.split).images
     train_way = config.train_way or config.way if config.method == "backprop" else config.way
     train_step = make_train_step(config, protonet.Conv4(config.width), mesh)
-    start, wall0 = state.step, time.perf_counter()
+    start, wall0, bad_run = state.step, time.perf_counter(), 0
     desc = f"{config.method} {config.way}w{config.shot}s"
     bar = tqdm(
         total=config.steps, initial=start, desc=desc, disable=not progress, dynamic_ncols=True
     )
-    with (workdir / METRICS).open("a") as log, checkpoint.manager(workdir) as checkpoints:
+    log = (workdir / METRICS).open("a") if is_writer() else contextlib.nullcontext()
+    with log, checkpoint.manager(workdir) as checkpoints:
         while state.step < config.steps:
             episodes = sample_episodes(
                 images,
@@ -167,23 +237,35 @@ def train_loop(
             params, opt_state, metrics = train_step(state.params, state.opt_state, *inputs)
             state = TrainState(state.step + 1, params, opt_state)
             done = state.step
+            metrics = sharding.to_host(metrics)
+            try:
+                bad_run = _check_finite(metrics, config, done, bad_run)
+            except TrainingDiverged as e:
+                bar.close()
+                last = checkpoint.latest_step(workdir)
+                kept = f"step {last}" if last is not None else "none yet"
+                raise TrainingDiverged(
+                    f"training stopped: {e}. The last good checkpoint ({kept}) in "
+                    f"{workdir / checkpoint.CHECKPOINTS} is kept."
+                ) from None
             if done % config.log_every == 0 or done == config.steps:
                 elapsed = time.perf_counter() - wall0
-                record = {k: float(v) for k, v in sharding.to_host(metrics).items()}
+                record = {k: float(v) for k, v in metrics.items() if k != "params_finite"}
                 record.update(
                     step=done,
                     wall_s=round(elapsed, 2),
                     episodes_per_s=round((done - start) * config.batch / elapsed, 3),
                 )
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                if is_writer():
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
                 bar.set_postfix(
                     loss=f"{record['loss']:.3f}",
                     acc=f"{record['accuracy']:.3f}",
                     ep_s=f"{record['episodes_per_s']:.2f}",
                 )
-            if done % config.checkpoint_every == 0 or done == config.steps:
-                checkpoint.save(checkpoints, state)
+            if bad_run == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
+                checkpoint.save(checkpoints, state, config_hash=config_hash(config))
             bar.update(1)
             if on_step is not None:
                 on_step(done)
@@ -209,6 +291,7 @@ def train_and_evaluate(
     workdir: str | Path,
     *,
     resume: bool = False,
+    allow_changes: bool = False,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
     command: str | None = None,
@@ -218,13 +301,15 @@ def train_and_evaluate(
     Args:
       config: the run; checked before any compute.
       workdir: where files go. An existing run there needs ``resume=True``.
-      resume: continue the run in ``workdir`` from its last checkpoint.
+      resume: continue the run in ``workdir`` from its last checkpoint, with its saved
+        config (``config`` may differ only in :data:`~esmeta_core.configs.RESUMABLE`).
+      allow_changes: on resume, let ``config`` differ from the saved run anywhere.
       progress: show progress bars.
       on_step: called with each finished step (used by tests to interrupt).
       command: the command line recorded in ``summary.json`` (default: this process's).
     """
     workdir, mesh = Path(workdir), sharding.population_mesh()
-    config, state = prepare(config, workdir, mesh=mesh, resume=resume)
+    config, state = prepare(config, workdir, mesh=mesh, resume=resume, allow_changes=allow_changes)
     start = state.step
     state, train_wall = train_loop(
         config, state, mesh=mesh, workdir=workdir, progress=progress, on_step=on_step
@@ -238,10 +323,9 @@ def train_and_evaluate(
         "eval": {f"{config.way}w{config.shot}s": result._asdict()},
         "eval_split": config.eval_split,
     }
-    return write_result(
-        workdir / "summary.json",
-        summary,
-        config=config,
-        command=command or command_line(),
-        wall_s=train_wall,
+    command = command or report.command_line()
+    if not is_writer():  # one process of a multi-host run writes the file
+        return {"command": command, "config": config.to_json(), **summary}
+    return report.write_result(
+        workdir / "summary.json", summary, config=config, command=command, wall_s=train_wall
     )

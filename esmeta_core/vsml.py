@@ -23,9 +23,12 @@ have ``message_size`` channels, cell states ``state_size`` numbers. The number o
 meta-parameters does not depend on ``n_in`` or ``n_out``.
 
 Deeper networks (``VSMLConfig.hidden``) stack such layers, all running the same
-LSTM: each tick sweeps the layers bottom to top, layer ``k`` reading the forward
-messages of layer ``k - 1`` (all channels) and the backward messages that layer
-``k + 1`` sent on the previous tick.
+LSTM. The predict phase sweeps the layers bottom to top, layer ``k`` reading the
+forward messages of layer ``k - 1`` (all channels); the learn phase sweeps them
+top down, layer ``k`` reading the backward messages layer ``k + 1`` has just sent,
+so the error of an example reaches the first layer within its own learn phase
+(the reference's ``backward_pass``; ``sweep="bottom_up"`` keeps this project's
+first, one-tick-late order).
 
 Online learning (batch size 1): for each example the layer first *predicts*
 (ticks with the input and a zero backward message; the logits are channel 0 of
@@ -49,13 +52,33 @@ class VSMLConfig(NamedTuple):
     ``message_size`` channels per message, ``state_size`` numbers per LSTM cell,
     ``ticks`` micro-ticks per phase, and the widths of ``hidden`` VS-ML layers
     between the inputs and the outputs (``()``: one layer). Every layer runs the
-    same shared LSTM.
+    same shared LSTM. ``init`` picks the initialisation (``INITS``), ``sweep`` the
+    order of the layers in the learn phase (``SWEEPS``; see ``learn``).
     """
 
     message_size: int = 8
     state_size: int = 16
     ticks: int = 1
     hidden: tuple[int, ...] = ()
+    init: str = "reference"
+    sweep: str = "top_down"
+
+
+INITS = ("reference", "legacy")
+"""``VSMLConfig.init``: how the meta-parameters and each episode's fast state start.
+
+- ``"reference"`` (default), as in the authors' code (``recurrent.py``,
+  ``models.py`` of louiskirsch/vsml-neurips2021): forget-gate bias +5 and
+  input-gate bias -5 (a memory written slowly that barely forgets), LSTM weights
+  from a normal truncated at 2 std with std ``1/sqrt(fan_in)``; each episode's cell
+  state is that truncated normal with std ``1/sqrt(n_in)`` on the first half of the
+  ``state_size`` units and zero on the rest, ``h = 0``. No meta-learned scale.
+- ``"legacy"``: this project's first choice: forget bias +1, input bias 0, normal
+  weights, cell state ``init_c_scale * N(0, 1)`` on every unit with a meta-learned
+  ``init_c_scale`` (0.5 at the start).
+"""
+FORGET_BIAS, INPUT_BIAS = 5.0, -5.0  # the reference's gate offsets
+RANDOM_STATE_FRACTION = 0.5  # the reference's init_rand_proportion
 
 
 class VSMLState(NamedTuple):
@@ -78,22 +101,56 @@ def validate_config(config: VSMLConfig) -> None:
         raise ValueError(f"ticks (micro-ticks per phase) must be >= 1, got {config.ticks}.")
     if any(width < 1 for width in config.hidden):
         raise ValueError(f"hidden layer widths must be >= 1, got {config.hidden}.")
+    if config.init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {config.init!r}.")
+    if config.sweep not in SWEEPS:
+        raise ValueError(f"sweep must be one of {SWEEPS}, got {config.sweep!r}.")
+
+
+def _truncated_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """Normal truncated at +-2 std, rescaled to std ``std`` (Haiku's ``TruncatedNormal``)."""
+    # the std of a standard normal truncated at +-2 is 0.8796
+    return jax.random.truncated_normal(key, -2.0, 2.0, shape) * (std / 0.87962566)
 
 
 def init_meta_params(key: jax.Array, config: VSMLConfig | None = None) -> dict[str, jax.Array]:
-    """The shared LSTM parameters: a few thousand numbers, whatever the layer size."""
+    """The shared LSTM parameters: a few thousand numbers, whatever the layer size.
+
+    Gate order in ``lstm_w``/``lstm_b`` columns: input, forget, candidate, output
+    (``state_size`` each). ``config.init`` picks the initialisation (see ``INITS``).
+    Under ``"reference"`` the gate offsets of the reference (forget +5, input -5)
+    are the starting values of the learned bias, which is the same family of
+    functions as a fixed offset plus a zero-initialised bias.
+
+    Returns:
+      ``{"lstm_w": f32[2m + s, 4s], "lstm_b": f32[4s], "fwd_w": f32[s, m]}``, plus
+      ``"bwd_w": f32[s, m]`` when ``config.hidden`` is not empty (a single layer's
+      backward messages leave the network, so ES would perturb numbers that
+      cannot change the fitness; ``"legacy"`` keeps them, as before), and
+      ``"init_c_scale"`` (a scalar) under ``"legacy"``.
+    """
     config = VSMLConfig() if config is None else config
     validate_config(config)
     m, s = config.message_size, config.state_size
     k_lstm, k_f, k_b = jax.random.split(key, 3)
-    bias = jnp.zeros(4 * s).at[s : 2 * s].set(1.0)  # forget gates start open
-    return {
-        "lstm_w": jax.random.normal(k_lstm, (2 * m + s, 4 * s)) / jnp.sqrt(2 * m + s),
+    if config.init == "legacy":
+        bias = jnp.zeros(4 * s).at[s : 2 * s].set(1.0)  # forget gates start open
+        return {
+            "lstm_w": jax.random.normal(k_lstm, (2 * m + s, 4 * s)) / jnp.sqrt(2 * m + s),
+            "lstm_b": bias,
+            "fwd_w": jax.random.normal(k_f, (s, m)) / jnp.sqrt(s),
+            "bwd_w": jax.random.normal(k_b, (s, m)) / jnp.sqrt(s),
+            "init_c_scale": jnp.float32(0.5),  # per-episode random initial states
+        }
+    bias = jnp.zeros(4 * s).at[:s].set(INPUT_BIAS).at[s : 2 * s].set(FORGET_BIAS)
+    meta = {
+        "lstm_w": _truncated_normal(k_lstm, (2 * m + s, 4 * s), 1 / (2 * m + s) ** 0.5),
         "lstm_b": bias,
-        "fwd_w": jax.random.normal(k_f, (s, m)) / jnp.sqrt(s),
-        "bwd_w": jax.random.normal(k_b, (s, m)) / jnp.sqrt(s),
-        "init_c_scale": jnp.float32(0.5),  # per-episode random initial states
+        "fwd_w": _truncated_normal(k_f, (s, m), 1 / s**0.5),
     }
+    if config.hidden:  # a single layer discards its backward messages: no bwd_w to perturb
+        meta["bwd_w"] = _truncated_normal(k_b, (s, m), 1 / s**0.5)
+    return meta
 
 
 def num_meta_params(meta: Any) -> int:
@@ -101,10 +158,29 @@ def num_meta_params(meta: Any) -> int:
 
 
 def init_state(key: jax.Array, meta: dict, n_in: int, n_out: int, config: VSMLConfig) -> VSMLState:
-    """Fresh fast state for one episode; ``c`` is random, like a random weight initialisation."""
+    """Fresh fast state for one episode; ``c`` is random, like a random weight initialisation.
+
+    ``"reference"``: ``c[..., :s/2]`` ~ truncated normal with std ``1/sqrt(n_in)``,
+    ``c[..., s/2:] = 0``. ``"legacy"``: ``c = meta["init_c_scale"] * N(0, 1)``.
+    A meta dict with ``"init_c_scale"`` (the hand-set SGD cell has 0) always uses
+    the legacy rule. ``h = 0`` in both.
+
+    Returns:
+      ``VSMLState`` with h, c of f32[n_in, n_out, state_size].
+    """
     shape = (n_in, n_out, config.state_size)
     dtype = meta["lstm_w"].dtype
-    c = meta["init_c_scale"] * jax.random.normal(key, shape, dtype)
+    if "init_c_scale" in meta:
+        c = meta["init_c_scale"] * jax.random.normal(key, shape, dtype)
+    else:
+        rand = int(config.state_size * RANDOM_STATE_FRACTION)
+        c = jnp.concatenate(
+            [
+                _truncated_normal(key, (n_in, n_out, rand), 1 / n_in**0.5).astype(dtype),
+                jnp.zeros((n_in, n_out, config.state_size - rand), dtype),
+            ],
+            axis=-1,
+        )
     return VSMLState(h=jnp.zeros(shape, dtype), c=c)
 
 
@@ -139,6 +215,8 @@ def tick(
     )  # f32[n_in, n_out, 2m]
     state = lstm_cell(meta, state, inputs)
     forward_out = jnp.mean(state.h @ meta["fwd_w"], axis=0)  # f32[n_out, m]
+    if "bwd_w" not in meta:  # a single layer: nobody reads the backward messages
+        return state, forward_out, jnp.zeros((n_in, forward_out.shape[-1]), forward_out.dtype)
     backward_out = jnp.mean(state.h @ meta["bwd_w"], axis=1)  # f32[n_in, m]
     return state, forward_out, backward_out
 
@@ -153,6 +231,124 @@ def output_error(logits: jax.Array, label: jax.Array, num_classes: int) -> jax.A
     return jax.nn.softmax(logits) - jax.nn.one_hot(label, num_classes, dtype=logits.dtype)
 
 
+class NetworkState(NamedTuple):
+    """The fast state of a VS-ML network during an episode.
+
+    ``layers``: one ``VSMLState`` per layer (f32[n_in_k, n_out_k, s] each);
+    ``forward_in``: the forward messages f32[n_in_k, m] each layer read in the last
+    predict phase (the learn phase reads them again, like a backward pass
+    reuses the forward activations); ``between``: for ``sweep="bottom_up"``, the
+    backward messages f32[n_hidden_k, m] sent into layer k by layer k + 1 on the
+    previous tick.
+    """
+
+    layers: tuple[VSMLState, ...]
+    forward_in: tuple[jax.Array, ...]
+    between: tuple[jax.Array, ...]
+
+
+SWEEPS = ("top_down", "bottom_up")
+
+
+def init_network(
+    key: jax.Array, meta: dict, n_in: int, num_classes: int, config: VSMLConfig
+) -> NetworkState:
+    """Fresh fast state; layer 0 starts from ``key``, layer k from ``fold_in(key, k)``."""
+    if config.hidden and "bwd_w" not in meta:
+        raise ValueError(
+            "a network with hidden layers needs meta['bwd_w'] (its backward messages): "
+            "make the meta-parameters with init_meta_params(key, config) of that config."
+        )
+    m, dtype = config.message_size, meta["lstm_w"].dtype
+    widths = (n_in, *config.hidden, num_classes)
+    layers = tuple(
+        init_state(key if k == 0 else jax.random.fold_in(key, k), meta, a, b, config)
+        for k, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True))
+    )
+    forward_in = tuple(jnp.zeros((width, m), dtype) for width in widths[:-1])
+    between = tuple(jnp.zeros((width, m), dtype) for width in config.hidden)
+    return NetworkState(layers, forward_in, between)
+
+
+def _layer_ticks(meta, state, forward_in, backward_in, ticks):
+    """``ticks`` micro-ticks of one layer with fixed incoming messages."""
+
+    def body(_, carry):
+        state, _, _ = carry
+        return tick(meta, state, forward_in, backward_in)
+
+    n_in, n_out = state.h.shape[:2]
+    m = forward_in.shape[-1]
+    zeros = (jnp.zeros((n_out, m), forward_in.dtype), jnp.zeros((n_in, m), forward_in.dtype))
+    return lax.fori_loop(0, ticks, body, (state, *zeros))
+
+
+def _bottom_up_ticks(meta, net, forward_in, backward_in, config):
+    """The legacy sweep: ``ticks`` ticks of every layer bottom to top; layer k reads the
+    backward message layer k + 1 sent on the previous tick. Returns (net, top output)."""
+
+    def network_tick(_, carry):
+        net, _ = carry
+        layers, backward_out, seen = [], [], []
+        forward = forward_in
+        for k, old_state in enumerate(net.layers):
+            back = backward_in if k == len(net.layers) - 1 else net.between[k]
+            seen.append(forward)
+            layer_state, forward, back_out = tick(meta, old_state, forward, back)
+            layers.append(layer_state)
+            backward_out.append(back_out)
+        return NetworkState(tuple(layers), tuple(seen), tuple(backward_out[1:])), forward
+
+    top = jnp.zeros((backward_in.shape[0], config.message_size), forward_in.dtype)
+    return lax.fori_loop(0, config.ticks, network_tick, (net, top))
+
+
+def predict(
+    meta: dict, net: NetworkState, x: jax.Array, *, num_classes: int, config: VSMLConfig
+) -> tuple[NetworkState, jax.Array]:
+    """The predict phase for one example x f32[n_in]: returns (net, logits f32[C]).
+
+    ``"top_down"``: layers tick bottom to top, ``config.ticks`` micro-ticks each,
+    with zero backward messages; each remembers the forward messages it read.
+    """
+    m = config.message_size
+    forward = _channel0(x, m)
+    zero_back = jnp.zeros((num_classes, m), x.dtype)
+    if config.sweep == "bottom_up":
+        net, out = _bottom_up_ticks(meta, net, forward, zero_back, config)
+        return net, out[:, 0]
+    layers, seen = [], []
+    for old_state in net.layers:
+        seen.append(forward)
+        back = jnp.zeros((old_state.h.shape[1], m), x.dtype)
+        layer_state, forward, _ = _layer_ticks(meta, old_state, forward, back, config.ticks)
+        layers.append(layer_state)
+    return net._replace(layers=tuple(layers), forward_in=tuple(seen)), forward[:, 0]
+
+
+def learn(
+    meta: dict, net: NetworkState, x: jax.Array, error: jax.Array, *, config: VSMLConfig
+) -> NetworkState:
+    """The learn phase for one example, with the output error f32[C].
+
+    ``"top_down"`` (the reference's ``backward_pass``): the top layer ticks with
+    the error as its backward message, then each layer below ticks with the
+    backward message the layer above sent *in this phase*, so the error of
+    example t reaches layer 0 before example t + 1 is seen. Every layer reads
+    again the forward messages of its predict phase. ``"bottom_up"``: the
+    legacy sweep, where a hidden layer hears of the error one tick later.
+    """
+    m = config.message_size
+    back = _channel0(error, m)
+    if config.sweep == "bottom_up":
+        net, _ = _bottom_up_ticks(meta, net, _channel0(x, m), back, config)
+        return net
+    layers = list(net.layers)
+    for k in reversed(range(len(layers))):
+        layers[k], _, back = _layer_ticks(meta, layers[k], net.forward_in[k], back, config.ticks)
+    return net._replace(layers=tuple(layers))
+
+
 def online_logits(
     meta: dict,
     key: jax.Array,
@@ -164,9 +360,8 @@ def online_logits(
 ) -> jax.Array:
     """Runs one online-learning episode; returns the predictions made along the way.
 
-    For each example the layer predicts (ticks with the input and a zero backward
-    message), then learns (ticks with the input and the error
-    ``softmax(logits) - onehot(y)`` as the backward message).
+    For each example the network predicts (``predict``), then learns from the
+    error ``softmax(logits) - onehot(y)`` (``learn``).
 
     Args:
       inputs: f32[T, n_in], one example per step.
@@ -176,45 +371,15 @@ def online_logits(
       logits f32[T, num_classes], each computed *before* its label was shown.
     """
     config = VSMLConfig() if config is None else config
-    m = config.message_size
-    widths = (inputs.shape[1], *config.hidden, num_classes)
-    # Layer k's cells start from init_state; layer 0 uses `key`, deeper ones fold_in(key, k).
-    states = tuple(
-        init_state(key if k == 0 else jax.random.fold_in(key, k), meta, n_in, n_out, config)
-        for k, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True))
-    )
-    # backward messages between layers, from the previous tick: into layer k from k + 1
-    between = tuple(jnp.zeros((width, m), inputs.dtype) for width in config.hidden)
-    zero_back = jnp.zeros((num_classes, m), inputs.dtype)
+    net = init_network(key, meta, inputs.shape[1], num_classes, config)
 
-    def network_tick(carry, forward_in, backward_in):
-        """One tick of every layer, bottom to top; the top layer reads ``backward_in``."""
-        states, between = carry
-        new_states, backward_out = [], []
-        for k, layer_state in enumerate(states):
-            back = backward_in if k == len(states) - 1 else between[k]
-            new_state, forward_in, back_out = tick(meta, layer_state, forward_in, back)
-            new_states.append(new_state)
-            backward_out.append(back_out)
-        return (tuple(new_states), tuple(backward_out[1:])), forward_in
-
-    def run_ticks(carry, forward_in, backward_in):
-        def body(_, carry_out):
-            carry, _ = carry_out
-            return network_tick(carry, forward_in, backward_in)
-
-        return lax.fori_loop(0, config.ticks, body, (carry, zero_back))
-
-    def step(carry, example):
+    def step(net, example):
         x, y = example
-        forward_in = _channel0(x, m)
-        carry, out = run_ticks(carry, forward_in, zero_back)  # predict
-        logits = out[:, 0]
+        net, logits = predict(meta, net, x, num_classes=num_classes, config=config)
         error = output_error(logits, y, num_classes)
-        carry, _ = run_ticks(carry, forward_in, _channel0(error, m))  # learn
-        return carry, logits
+        return learn(meta, net, x, error, config=config), logits
 
-    _, logits = lax.scan(step, (states, between), (inputs, labels))
+    _, logits = lax.scan(step, net, (inputs, labels))
     return logits
 
 
@@ -285,15 +450,6 @@ def imitation_loss(
     return jnp.mean((vsml_logits - sgd_logits) ** 2)
 
 
-def check_episode_length(length: int, available: int) -> None:
-    """Raises ``ValueError`` when an episode asks for more examples than the data has."""
-    if length < 1 or length > available:
-        raise ValueError(
-            f"episode length {length} is not possible: the data has {available} examples; "
-            f"choose 1 <= length <= {available}."
-        )
-
-
 def sgd_handset_meta_params(
     *, lr: float, config: VSMLConfig | None = None, a: float = 1e-2, b: float = 1e-3
 ) -> dict[str, jax.Array]:
@@ -331,34 +487,3 @@ def sgd_handset_meta_params(
         "bwd_w": jnp.zeros((s, m)),
         "init_c_scale": jnp.float32(0.0),
     }
-
-
-def sample_task(
-    rng, features, labels, *, num_classes: int, length: int, n_in: int
-) -> tuple[jax.Array, jax.Array]:
-    """One online-learning task from a labelled data set (NumPy in, arrays out).
-
-    Picks ``num_classes`` classes at random and relabels them ``0..num_classes-1``
-    in random order, draws ``length`` of their examples, and projects the
-    features to ``n_in`` dimensions with a random Gaussian matrix (then
-    standardises them), so that a learned learner cannot memorise one data set.
-
-    Args:
-      rng: a ``numpy.random.Generator``.
-      features: f32[n, d]; labels: int[n].
-
-    Returns:
-      ``(inputs f32[length, n_in], labels i32[length])``.
-    """
-    import numpy as np
-
-    classes = rng.choice(np.unique(labels), size=num_classes, replace=False)
-    pool = np.flatnonzero(np.isin(labels, classes))
-    check_episode_length(length, len(pool))
-    picks = rng.choice(pool, size=length, replace=False)
-    relabel = {c: k for k, c in enumerate(classes)}
-    y = np.array([relabel[c] for c in labels[picks]], np.int32)
-    projection = rng.normal(size=(features.shape[1], n_in)) / np.sqrt(features.shape[1])
-    x = features[picks] @ projection
-    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-    return jnp.asarray(x, jnp.float32), jnp.asarray(y)

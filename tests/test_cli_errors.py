@@ -1,9 +1,12 @@
 """The real ``esmeta`` command on bad input: a non-zero exit, one clear line, no traceback.
 
 Rows of the reliability issue (#15) covered here: ``esmeta eval --split nope`` /
-``--episodes 0`` (and malformed ``--settings``), and every bad-data row (npz of
+``--episodes 0`` (and malformed ``--settings``), every bad-data row (npz of
 float, all-NaN or inverted images, a small npz claiming 1500 characters, a zip
-with a 300 MiB member, a PNG bomb, 50x50 PNGs) as met by ``esmeta train``.
+with a 300 MiB member, a PNG bomb, 50x50 PNGs) as met by ``esmeta train``, bad
+config values and config files, ``--resume`` with no run, a workdir under a file,
+and ``--sigma 1e30`` (training that diverges). The in-process rows (huge ``--lr``,
+backprop, resume overrides, read-only file systems) are in ``tests/test_train.py``.
 """
 
 from __future__ import annotations
@@ -127,3 +130,80 @@ def test_train_on_bad_data_exits_2_with_one_clear_line(tmp_path, omniglot_dir, k
     )
     assert result.returncode == 2
     _assert_clean_failure(result, "esmeta: error:", "images_background", needle)
+
+
+@pytest.mark.parametrize(
+    ("args", "config_text", "needle"),
+    [
+        (["--lr", "inf"], None, "lr must be a finite number > 0, got inf"),
+        (["--train-way", "-1"], None, "train_way must be a whole number >= 2"),
+        (["--seed", "-1"], None, "seed must be a whole number >= 0, got -1"),
+        ([], '{"lr": null}', "lr must be a finite number > 0, got None"),
+        ([], '{"train_way": "5"}', "train_way must be a whole number >= 2 or null, got '5'"),
+        ([], '{"seed": 1.5}', "seed must be a whole number >= 0, got 1.5"),
+        ([], '{"query_chunk": 0}', "query_chunk must be a whole number >= 1 or null, got 0"),
+        ([], '{"query_chunk": -5}', "query_chunk must be a whole number >= 1 or null"),
+        ([], '{"lr_halving_every": 0}', "lr_halving_every must be a whole number >= 1"),
+        ([], "[1, 2]", "must be a JSON object of TrainConfig fields, got list"),
+        ([], '{"lr": 0.1,', "is not valid JSON"),
+    ],
+    ids=[
+        "lr-inf",
+        "train-way-negative",
+        "seed-negative",
+        "file-lr-null",
+        "file-train-way-string",
+        "file-seed-float",
+        "file-query-chunk-0",
+        "file-query-chunk-negative",
+        "file-lr-halving-0",
+        "file-json-list",
+        "file-bad-json",
+    ],
+)
+def test_bad_train_config_exits_2_naming_the_field(tmp_path, args, config_text, needle):
+    if config_text is not None:
+        (tmp_path / "bad.json").write_text(config_text)
+        args = [*args, "--config", str(tmp_path / "bad.json")]
+    result = _esmeta("train", "--workdir", str(tmp_path / "run"), *args, timeout=60)
+    assert result.returncode == 2
+    _assert_clean_failure(result, "esmeta: error:", needle)
+    if config_text is not None:
+        assert str(tmp_path / "bad.json") in result.stderr  # the file is named
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_no_run_and_a_workdir_under_a_file_exit_2(tmp_path, omniglot_dir):
+    result = _esmeta("train", "--workdir", str(tmp_path / "none"), "--resume", timeout=60)
+    assert result.returncode == 2
+    _assert_clean_failure(result, "holds no run to continue")
+    (tmp_path / "file").write_text("")
+    result = _esmeta(
+        "train",
+        "--preset",
+        "smoke",
+        "--workdir",
+        str(tmp_path / "file" / "run"),
+        "--no-progress",
+        data_dir=omniglot_dir,
+    )
+    assert result.returncode == 2
+    _assert_clean_failure(result, "esmeta: error:", str(tmp_path / "file"))
+
+
+def test_diverging_training_exits_non_zero_without_a_summary(tmp_path, omniglot_dir):
+    workdir = tmp_path / "run"
+    result = _esmeta(
+        "train",
+        "--preset",
+        "smoke",
+        "--sigma",
+        "1e30",
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+        data_dir=omniglot_dir,
+    )
+    assert result.returncode == 3
+    _assert_clean_failure(result, "training stopped", "last good checkpoint")
+    assert not (workdir / "summary.json").exists()

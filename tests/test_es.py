@@ -347,3 +347,83 @@ def test_a_live_peer_that_finishes_later_is_waited_for_at_exit():
         for rank in range(2)
     ]
     _finish(procs, 180)
+
+
+# ----------------------------------------------------------------------------
+# Options around the estimator: fixed leaves, a sigma per leaf, pair shaping.
+
+
+def _quadratic_tree():
+    params = {"a": jnp.asarray([[0.3, -0.2], [0.1, 0.4]]), "b": jnp.asarray([0.5, -1.0, 2.0])}
+    loss = lambda p: jnp.sum((p["a"] - 1.0) ** 2) + jnp.sum(jnp.sin(p["b"]))
+    return params, loss
+
+
+def test_options_with_unit_scales_and_all_leaves_are_plain_es_exactly():
+    params, loss = _quadratic_tree()
+    config = es.ESConfig(population=64, sigma=0.05)
+    plain, _ = es.es_grad(loss, params, jax.random.key(2), config=config)
+    ones = jax.tree.map(jnp.ones_like, params)
+    wrapped, _ = es.es_grad_with_options(
+        loss, params, jax.random.key(2), config=config, sigma_scales=ones
+    )
+    for p, w in zip(jax.tree.leaves(plain), jax.tree.leaves(wrapped), strict=True):
+        np.testing.assert_array_equal(np.asarray(p), np.asarray(w))
+
+
+def test_norm_relative_sigma_equals_plain_sigma_when_channel_norms_are_1():
+    kernel = jax.random.normal(jax.random.key(0), (3, 3, 2, 4))
+    kernel = kernel / es.channel_norms(kernel)  # every output channel has norm 1
+    params = {"kernel": kernel, "bias": jnp.zeros(4)}
+    loss = lambda p: jnp.sum(jnp.tanh(p["kernel"]) ** 2) + jnp.sum(p["bias"] ** 2)
+    config = es.ESConfig(population=32, sigma=0.02)
+    plain, _ = es.es_grad(loss, params, jax.random.key(1), config=config)
+    scales = {"kernel": es.channel_norms(kernel), "bias": 1.0}
+    relative, _ = es.es_grad_with_options(
+        loss, params, jax.random.key(1), config=config, sigma_scales=scales
+    )
+    for p, r in zip(jax.tree.leaves(plain), jax.tree.leaves(relative), strict=True):
+        np.testing.assert_allclose(np.asarray(p), np.asarray(r), rtol=1e-4, atol=1e-5)
+
+
+def test_per_leaf_sigma_still_estimates_the_gradient():
+    params, loss = _quadratic_tree()
+    config = es.ESConfig(population=16384, sigma=0.01, shaping="raw", chunk_size=256)
+    scales = {"a": 1.5, "b": jnp.asarray([0.5, 1.0, 2.0])}
+    grads, _ = jax.jit(
+        lambda p, k: es.es_grad_with_options(loss, p, k, config=config, sigma_scales=scales)
+    )(params, jax.random.key(0))
+    flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+    assert _cosine(flat(grads), flat(jax.grad(loss)(params))) >= 0.99
+
+
+def test_unperturbed_leaves_get_zero_gradient_and_the_rest_is_es_on_the_free_leaves():
+    params, loss = _quadratic_tree()
+    config = es.ESConfig(population=64, sigma=0.05)
+    grads, _ = es.es_grad_with_options(
+        loss, params, jax.random.key(4), config=config, perturb={"a": True, "b": False}
+    )
+    np.testing.assert_array_equal(np.asarray(grads["b"]), 0.0)
+    only_a, _ = es.es_grad(
+        lambda free: loss({"a": free[0], "b": params["b"]}),
+        [params["a"]],
+        jax.random.key(4),
+        config=config,
+    )
+    np.testing.assert_allclose(np.asarray(grads["a"]), np.asarray(only_a[0]), rtol=1e-6)
+
+
+def test_pair_z_score_weights_have_unit_rms_and_the_sign_of_the_difference():
+    losses = jnp.asarray([[1.0, 3.0], [2.0, 1.5], [0.0, 0.0], [5.0, 1.0]])
+    weights = es.pair_weights(losses, "pair_z_score")
+    np.testing.assert_allclose(float(jnp.sqrt(jnp.mean(weights**2))), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(np.sign(weights), [-1.0, 1.0, 0.0, 1.0])
+
+
+def test_pair_z_score_is_invariant_to_the_loss_scale():
+    params, loss = _quadratic_tree()
+    config = es.ESConfig(population=64, sigma=0.05, shaping="pair_z_score")
+    g1, _ = es.es_grad(loss, params, jax.random.key(5), config=config)
+    g10, _ = es.es_grad(lambda p: 10.0 * loss(p), params, jax.random.key(5), config=config)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g10), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

@@ -6,6 +6,7 @@ nbval itself runs every notebook (``--nbval-lax`` in pyproject's pytest options)
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,13 @@ def test_quick_mode_is_on_under_ci():
         pytest.skip("not under CI")
 
 
-def test_book_builds_without_warnings(tmp_path):
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    """The book built with ``-W -n`` (warnings are errors) and the local MathJax."""
+    out = tmp_path_factory.mktemp("book")
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / "build_book.sh"), "--mathjax-only"], check=True, cwd=ROOT
+    )
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     cmd = [
         str(jupyter_book),
@@ -66,14 +73,18 @@ def test_book_builds_without_warnings(tmp_path):
         "--toc",
         str(ROOT / "book" / "_toc.yml"),
         "--path-output",
-        str(tmp_path),
+        str(out),
         "-W",
         "-n",
         "--keep-going",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    html = tmp_path / "_build" / "html"
+    return out / "_build" / "html"
+
+
+def test_book_builds_without_warnings(built_book):
+    html = built_book
     index = (html / "book" / "intro.html").read_text()
     for md in SOURCES:
         assert f"{md.stem}.html" in index, f"the front page does not link {md.stem}"
@@ -81,6 +92,35 @@ def test_book_builds_without_warnings(tmp_path):
         repository = runtime.REPOSITORY.removeprefix("https://github.com/")
         launch = f"github/{repository}/blob/{runtime.REVISION}/notebooks/{md.stem}.ipynb"
         assert f"colab.research.google.com/{launch}" in page
+
+
+def test_book_serves_mathjax_locally_so_math_renders_offline(built_book):
+    page = (built_book / "notebooks" / "01_es_from_scratch.html").read_text()
+    assert 'src="../_static/mathjax/tex-chtml.js' in page
+    assert (built_book / "_static" / "mathjax" / "tex-chtml.js").exists()
+
+
+def test_rendered_book_has_no_math_errors_raw_tex_missing_images_or_broken_links(built_book):
+    """scripts/check_book.py on the built book, in headless Chromium (about 2 minutes)."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no chromium here (.ci/run installs it: apt-get install -y chromium)")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "check_book.py"),
+            "--no-build",
+            "--html",
+            str(built_book),
+            "--chromium",
+            chromium,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
 
 def test_tpu_chapter_opens_on_a_tpu_runtime():

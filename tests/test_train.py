@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from esmeta_core import checkpoint, cli, configs, protonet, report, sharding, train
+from esmeta_core import checkpoint, cli, configs, es, protonet, report, sharding, train
 from esmeta_core.data import load_split, sample_episodes
 
 
@@ -88,6 +89,8 @@ def test_resumed_run_ends_with_the_same_parameters(tmp_path):
     broken = tmp_path / "broken"
     with pytest.raises(Killed):
         train.train_and_evaluate(config, broken, progress=False, on_step=kill_after_3)
+    with (broken / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 4, "loss": 1.2')  # a write torn by the kill
     summary = train.train_and_evaluate(config, broken, resume=True, progress=False)
     assert summary["resumed_from_step"] == 2
     model = protonet.Conv4(config.width)
@@ -112,9 +115,12 @@ def test_existing_run_needs_resume(tmp_path):
         (["--way", "2000"], "way=2000 is larger than the 1692 classes"),
         (["--shot", "10", "--query", "11"], "shot \\+ query <= 20"),
         (["--population", "7"], "population=7 is odd"),
-        (["--sigma", "0"], "sigma must be a positive number"),
+        (["--sigma", "0"], "sigma must be a finite number > 0"),
         (["--method", "sgd"], "method must be one of"),
-        (["--steps", "0"], "steps must be a positive integer"),
+        (["--steps", "0"], "steps must be a whole number >= 1"),
+        (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
+        (["--train-way", "-1"], "train_way must be a whole number >= 2"),
+        (["--seed", "-1"], "seed must be a whole number >= 0"),
     ],
     ids=[
         "unknown-preset",
@@ -124,6 +130,9 @@ def test_existing_run_needs_resume(tmp_path):
         "zero-sigma",
         "unknown-method",
         "zero-steps",
+        "infinite-lr",
+        "negative-train-way",
+        "negative-seed",
     ],
 )
 def test_bad_training_input_is_rejected_before_compute(argv, match, tmp_path, monkeypatch, capsys):
@@ -173,3 +182,199 @@ def test_checkpoint_of_the_old_msgpack_format_is_refused_with_a_way_forward(tmp_
         train.train_and_evaluate(config, tmp_path, resume=True, progress=False)
     assert cli.main(["eval", "--workdir", str(tmp_path)]) == 2
     assert "checkpoint.msgpack is a checkpoint of an older esmeta" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------
+# Non-finite training stops (issue 15): exit 3, the last good checkpoint kept.
+
+
+def test_nonfinite_parameters_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch):
+    make = train.make_train_step
+
+    def poisoned(*args, **kwargs):
+        step_fn, calls = make(*args, **kwargs), []
+
+        def step(params, opt_state, key, episodes):
+            params, opt_state, metrics = step_fn(params, opt_state, key, episodes)
+            calls.append(1)
+            if len(calls) == 3:  # step 3 makes the parameters NaN
+                params = jax.tree.map(lambda x: x * np.nan, params)
+                metrics = {**metrics, "params_finite": train.all_finite(params)}
+            return params, opt_state, metrics
+
+        return step
+
+    monkeypatch.setattr(train, "make_train_step", poisoned)
+    config = configs.PRESETS["smoke"]  # 4 steps, a checkpoint every 2
+    with pytest.raises(train.TrainingDiverged, match="step 3 gave non-finite parameters"):
+        train.train_and_evaluate(config, tmp_path, progress=False)
+    assert checkpoint.latest_step(tmp_path) == 2
+    kept = checkpoint.restore(tmp_path, train.init_state(config, protonet.Conv4(config.width)))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(kept.params))
+    assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--sigma", "1e30"], "every ES member's loss was non-finite for 3 steps in a row"),
+        (["--lr", "1e30"], "training stopped: step 2 gave"),
+        (["--method", "backprop", "--lr", "1e30"], "training stopped: step 2 gave"),
+    ],
+    ids=["es-huge-sigma", "es-huge-lr", "backprop-huge-lr"],
+)
+def test_diverging_training_exits_3_and_never_writes_a_summary(tmp_path, capsys, argv, match):
+    workdir = tmp_path / "run"
+    code = cli.main(
+        ["train", "--preset", "smoke", "--workdir", str(workdir), "--no-progress", *argv]
+    )
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert re.search(match, err), err
+    assert "Traceback" not in err and not (workdir / "summary.json").exists()
+    if checkpoint.latest_step(workdir) is not None:  # whatever was saved is finite
+        config = configs.TrainConfig.load(workdir / "config.json")
+        state = train.init_state(config, protonet.Conv4(config.width))
+        kept = checkpoint.restore(workdir, state)
+        assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(kept.params))
+
+
+# ----------------------------------------------------------------------------
+# Resume means resume (issue 15).
+
+
+def test_readme_resume_example_continues_a_run_of_a_non_main_preset(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+
+    def kill_after_3(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    config = configs.PRESETS["smoke"]  # width 8, unlike the main preset's 16
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(config, "runs/es", progress=False, on_step=kill_after_3)
+    # Exactly the README's command:
+    assert cli.main("train --workdir runs/es --resume".split()) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "runs/es/summary.json").read_text())
+    assert summary["resumed_from_step"] == 2 and summary["config"] == config.to_json()
+
+    # Overrides that change the run are refused, each difference listed ...
+    argv = "train --workdir runs/es --resume --lr 0.5 --seed 3 --population 16".split()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    for diff in ("lr=0.001 (saved) vs 0.5", "seed=0 (saved) vs 3", "population=8 (saved) vs 16"):
+        assert diff in err, err
+    assert "--allow-config-change" in err
+    # ... more steps are not.
+    assert cli.main("train --workdir runs/es --resume --steps 5 --no-progress".split()) == 0
+    assert checkpoint.latest_step("runs/es") == 5
+
+    # A hand-edited config.json is re-validated, and a valid edit no longer matches the
+    # config hash stored in the checkpoint.
+    saved = json.loads(Path("runs/es/config.json").read_text())
+    Path("runs/es/config.json").write_text(json.dumps({**saved, "lr": -0.003}))
+    assert cli.main("train --workdir runs/es --resume".split()) == 2
+    assert "config.json: lr must be a finite number > 0, got -0.003" in capsys.readouterr().err
+    Path("runs/es/config.json").write_text(json.dumps({**saved, "lr": 0.5}))
+    assert cli.main("train --workdir runs/es --resume --steps 6".split()) == 2
+    assert "the config was changed after this checkpoint" in capsys.readouterr().err
+
+
+def test_resume_where_there_is_no_run_is_an_error(tmp_path, capsys):
+    assert cli.main(["train", "--workdir", str(tmp_path / "none"), "--resume"]) == 2
+    assert "holds no run to continue" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="holds no run"):
+        train.train_and_evaluate(configs.PRESETS["smoke"], tmp_path, resume=True, progress=False)
+
+
+# ----------------------------------------------------------------------------
+# Files (issue 15).
+
+
+def test_failed_first_run_leaves_no_config_that_blocks_a_rerun(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ESMETA_DATA_DIR", str(tmp_path / "no-data"))
+    workdir = tmp_path / "run"
+    assert cli.main(["train", "--preset", "smoke", "--workdir", str(workdir)]) == 2
+    capsys.readouterr()
+    assert not (workdir / "config.json").exists()
+    checkpoint.resume_config(workdir, configs.PRESETS["smoke"], resume=False)  # a rerun may start
+
+
+def test_workdir_under_a_file_or_read_only_gives_one_line_naming_the_path(
+    tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "file").write_text("")
+    argv = ["train", "--preset", "smoke", "--no-progress", "--workdir"]
+    assert cli.main([*argv, str(tmp_path / "file" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "file") in err, err
+
+    def read_only(workdir, config):
+        raise OSError(30, "Read-only file system", str(workdir / "config.json"))
+
+    monkeypatch.setattr(checkpoint, "write_config", read_only)
+    assert cli.main([*argv, str(tmp_path / "ro")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"esmeta: error: cannot use {tmp_path / 'ro' / 'config.json'}: Read-only file system\n"
+    )
+
+
+def test_only_process_0_writes_config_metrics_and_summary(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "is_writer", lambda: False)
+    train.train_and_evaluate(configs.PRESETS["smoke"], tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]
+
+
+@pytest.mark.parametrize("name", sorted(configs.PRESETS), ids=sorted(configs.PRESETS))
+def test_every_preset_validates(name):
+    configs.validate_config(configs.PRESETS[name], num_devices=1)
+
+
+def _two_steps(config, images):
+    model = protonet.Conv4(config.width)
+    mesh = sharding.population_mesh(jax.local_devices()[:1])
+    step_fn = train.make_train_step(config, model, mesh)
+    state = train.init_state(config, model)
+    params, opt_state = state.params, state.opt_state
+    for step in range(2):
+        episodes = sample_episodes(
+            images, seed=config.seed, step=step, batch=1, way=5, shot=5, query=config.query
+        )
+        key = train.step_key(config.seed, step)
+        params, opt_state, _ = step_fn(params, opt_state, key, episodes)
+    return params
+
+
+def test_runs_that_differ_only_in_seed_differ(train_images):
+    config = dataclasses.replace(configs.PRESETS["smoke"], steps=2)
+    a = _two_steps(config, train_images)
+    b = _two_steps(dataclasses.replace(config, seed=1), train_images)
+    again = _two_steps(config, train_images)
+    differences = [
+        float(np.abs(x - y).max())
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ]
+    assert max(differences) > 1e-3
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(again), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_es_step_with_unit_kernels_and_fixed_biases_keeps_both_properties(train_images):
+    config = dataclasses.replace(
+        configs.PRESETS["smoke"],
+        unit_kernels=True,
+        perturb_conv_bias=False,
+        relative_sigma=True,
+        lr_schedule="cosine",
+        shaping="pair_z_score",
+        adam_b1=0.99,
+    )
+    params = _two_steps(config, train_images)
+    start = train.init_state(config, protonet.Conv4(config.width)).params
+    for name, layer in params.items():
+        if name.startswith("Conv"):
+            norms = np.asarray(es.channel_norms(layer["kernel"]))
+            np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+            np.testing.assert_array_equal(np.asarray(layer["bias"]), start[name]["bias"])

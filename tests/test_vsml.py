@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from esmeta_core import es, vsml
+from esmeta_core.data import tasks
 from esmeta_core.data.digits import load_digits
 
 
@@ -32,9 +33,11 @@ def test_same_meta_params_run_layers_of_any_size():
 
 
 def test_same_meta_params_run_networks_with_hidden_layers():
-    meta = vsml.init_meta_params(jax.random.key(0))
+    # legacy init: under the reference init the input gates start almost shut
+    # (sigmoid(-5)), so the inputs move the logits of a deep net by ~1e-7 only
+    meta = vsml.init_meta_params(jax.random.key(0), vsml.VSMLConfig(hidden=(8,), init="legacy"))
     for n_in, hidden, n_out in ((16, (8,), 5), (64, (32, 16), 10)):
-        config = vsml.VSMLConfig(hidden=hidden, ticks=2)
+        config = vsml.VSMLConfig(hidden=hidden, ticks=2, init="legacy")
         x = jax.random.normal(jax.random.key(2), (6, n_in))
         y = jnp.arange(6) % n_out
         logits = vsml.online_logits(meta, jax.random.key(1), x, y, num_classes=n_out, config=config)
@@ -81,11 +84,8 @@ def _digit_tasks(length: int, count: int = 4):
     data = load_digits(seed=0)
     features = data.train_x.reshape(len(data.train_x), -1)
     rng = np.random.default_rng(0)
-    tasks = [
-        vsml.sample_task(rng, features, data.train_y, num_classes=3, length=length, n_in=8)
-        for _ in range(count)
-    ]
-    return jnp.stack([t[0] for t in tasks]), jnp.stack([t[1] for t in tasks])
+    xs, ys = tasks.task_batch(rng, (features, data.train_y), count, way=3, length=length, n_in=8)
+    return jnp.asarray(xs), jnp.asarray(ys)
 
 
 def test_online_sgd_logits_are_online_sgd():
@@ -126,7 +126,7 @@ def test_regression_steps_lower_the_imitation_loss():
     state = optimizer.init(meta)
     step = jax.jit(jax.value_and_grad(meta_loss))
     start, _ = step(meta)
-    for _ in range(40):
+    for _ in range(80):  # the reference init starts slower than the legacy one (40 steps)
         _, grads = step(meta)
         updates, state = optimizer.update(grads, state)
         meta = optax.apply_updates(meta, updates)
@@ -182,18 +182,110 @@ def test_same_meta_gradient_on_1_and_8_devices(tmp_path):
         (vsml.VSMLConfig(ticks=0), "ticks"),
         (vsml.VSMLConfig(state_size=0), "state_size must be >= 1"),
         (vsml.VSMLConfig(hidden=(8, 0)), "hidden layer widths must be >= 1"),
+        (vsml.VSMLConfig(init="zeros"), "init must be one of"),
+        (vsml.VSMLConfig(sweep="sideways"), "sweep must be one of"),
     ],
-    ids=["message-size-1", "zero-ticks", "zero-state", "empty-hidden-layer"],
+    ids=[
+        "message-size-1",
+        "zero-ticks",
+        "zero-state",
+        "empty-hidden-layer",
+        "unknown-init",
+        "unknown-sweep",
+    ],  # fmt: skip
 )
 def test_bad_config_is_rejected(config, match):
     with pytest.raises(ValueError, match=match):
         vsml.validate_config(config)
 
 
-def test_episode_longer_than_the_data_is_rejected():
-    data = load_digits(seed=0)
-    features = data.train_x.reshape(len(data.train_x), -1)
-    with pytest.raises(ValueError, match="episode length 10000 is not possible"):
-        vsml.sample_task(
-            np.random.default_rng(0), features, data.train_y, num_classes=2, length=10_000, n_in=8
-        )
+def test_reference_init_has_the_reference_gate_biases_and_weight_scale():
+    config = vsml.VSMLConfig()
+    m, s = config.message_size, config.state_size
+    meta = vsml.init_meta_params(jax.random.key(0), config)
+    bias = np.asarray(meta["lstm_b"])
+    np.testing.assert_array_equal(bias[:s], -5.0)  # input gates: written slowly
+    np.testing.assert_array_equal(bias[s : 2 * s], 5.0)  # forget gates: barely forget
+    np.testing.assert_array_equal(bias[2 * s :], 0.0)
+    w = np.asarray(meta["lstm_w"])
+    std = 1 / np.sqrt(2 * m + s)
+    assert abs(w.std() / std - 1) < 0.1  # truncated normal rescaled to std 1/sqrt(fan_in)
+    assert np.abs(w).max() <= 2 * std / 0.87962566 + 1e-6  # cut at 2 before the rescale
+    # a single layer's backward messages leave the network: nothing to perturb there
+    assert set(meta) == {"lstm_w", "lstm_b", "fwd_w"}
+    assert "bwd_w" in vsml.init_meta_params(jax.random.key(0), config._replace(hidden=(4,)))
+
+
+def test_reference_initial_state_is_random_on_half_the_units_with_std_one_over_sqrt_n_in():
+    config = vsml.VSMLConfig()
+    meta = vsml.init_meta_params(jax.random.key(0), config)
+    n_in, n_out, half = 64, 10, config.state_size // 2
+    state = vsml.init_state(jax.random.key(1), meta, n_in, n_out, config)
+    c = np.asarray(state.c)
+    np.testing.assert_array_equal(np.asarray(state.h), 0.0)
+    np.testing.assert_array_equal(c[..., half:], 0.0)
+    assert abs(c[..., :half].std() * np.sqrt(n_in) - 1) < 0.05
+    assert np.abs(c).max() <= 2 / np.sqrt(n_in) / 0.87962566 + 1e-6
+    assert abs(c[..., :half].mean()) < 0.01
+    other = vsml.init_state(jax.random.key(2), meta, n_in, n_out, config)
+    assert not np.array_equal(np.asarray(other.c), c)  # a fresh draw per episode
+
+
+def test_legacy_init_keeps_the_first_choice():
+    config = vsml.VSMLConfig(init="legacy")
+    s = config.state_size
+    meta = vsml.init_meta_params(jax.random.key(0), config)
+    np.testing.assert_array_equal(np.asarray(meta["lstm_b"][s : 2 * s]), 1.0)
+    np.testing.assert_array_equal(np.asarray(meta["lstm_b"][:s]), 0.0)
+    assert float(meta["init_c_scale"]) == 0.5 and "bwd_w" in meta
+    c = np.asarray(vsml.init_state(jax.random.key(1), meta, 64, 10, config).c)
+    assert abs(c.std() / 0.5 - 1) < 0.05 and (c[..., s // 2 :] != 0).all()
+
+
+def test_reference_init_remembers_the_first_example_far_longer_than_legacy():
+    """Perturbing example 0 moves the logits at step 49: the reference's slow memory."""
+    x = jax.random.normal(jax.random.key(3), (50, 16))
+    y = jnp.arange(50) % 5
+    bumped = x.at[0].add(1.0)
+    effect = {}
+    for init in vsml.INITS:
+        config = vsml.VSMLConfig(init=init)
+        meta = vsml.init_meta_params(jax.random.key(0), config)
+
+        def last(inputs, meta=meta, config=config):
+            logits = vsml.online_logits(
+                meta, jax.random.key(1), inputs, y, num_classes=5, config=config
+            )
+            return logits[-1]
+
+        effect[init] = float(jnp.abs(last(bumped) - last(x)).max())
+    assert effect["reference"] > 100 * effect["legacy"], effect
+
+
+def _two_layer_after_one_example(sweep: str, label: int) -> np.ndarray:
+    config = vsml.VSMLConfig(hidden=(6,), sweep=sweep)
+    meta = vsml.init_meta_params(jax.random.key(0), config)
+    net = vsml.init_network(jax.random.key(1), meta, 8, 3, config)
+    x = jax.random.normal(jax.random.key(2), (8,))
+    net, logits = vsml.predict(meta, net, x, num_classes=3, config=config)
+    error = vsml.output_error(logits, jnp.int32(label), 3)
+    net = vsml.learn(meta, net, x, error, config=config)
+    return np.asarray(net.layers[0].c)
+
+
+def test_error_of_an_example_reaches_layer_0_in_its_own_learn_phase():
+    # top-down sweep: layer 0's state after the learn phase depends on the label
+    a, b = (_two_layer_after_one_example("top_down", label) for label in (0, 2))
+    assert np.abs(a - b).max() > 1e-6
+    # the old bottom-up sweep: layer 0 hears of the error only on the next tick
+    a, b = (_two_layer_after_one_example("bottom_up", label) for label in (0, 2))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_network_with_hidden_layers_needs_backward_weights():
+    meta = vsml.init_meta_params(jax.random.key(0))  # a single layer's: no bwd_w
+    with pytest.raises(ValueError, match="needs meta\\['bwd_w'\\]"):
+        vsml.online_logits(
+            meta, jax.random.key(1), jnp.ones((3, 4)), jnp.zeros(3, jnp.int32),
+            num_classes=2, config=vsml.VSMLConfig(hidden=(3,)),
+        )  # fmt: skip

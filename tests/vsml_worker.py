@@ -12,12 +12,13 @@ def main() -> None:
     jax.config.update("jax_num_cpu_devices", 8)  # before JAX starts its backends
 
     from esmeta_core import es, sharding, vsml
+    from esmeta_core.data import tasks
     from esmeta_core.data.digits import load_digits
 
     data = load_digits(seed=0)
     features = data.train_x.reshape(len(data.train_x), -1)
     rng = np.random.default_rng(0)
-    task = vsml.sample_task(rng, features, data.train_y, num_classes=3, length=20, n_in=8)
+    task = tasks.sample_task(rng, features, data.train_y, num_classes=3, length=20, n_in=8)
     config = vsml.VSMLConfig(message_size=4, state_size=8)
     meta = vsml.init_meta_params(jax.random.key(0), config)
 

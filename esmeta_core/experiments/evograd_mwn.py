@@ -1,19 +1,32 @@
 """Meta-Weight-Net on noisy labels: EvoGrad against the second-order original.
 
-A classifier trains on digits whose labels are 40 % corrupted (uniform: a random
-class; flip: the next class). A small MLP maps each example's loss to a weight in
-(0, 1); it is meta-learned so that the weighted training step lowers the loss on
-100 clean validation examples (Shu et al. 2019). Three ways are compared on the
-same data and seeds: plain training, Meta-Weight-Net's second-order
-hypergradient through one unrolled SGD step, and EvoGrad's first-order one.
+A classifier trains on digits whose labels are 40 % corrupted. A small MLP (the
+weight net) maps each example's loss to a weight in (0, 1); it is meta-learned so
+that the weighted training step lowers the loss on 100 clean validation examples
+(Shu et al. 2019, arXiv:1902.07379). Compared on the same data and seeds: plain
+training, the initial weight net never updated (frozen), Meta-Weight-Net's
+second-order hypergradient through one unrolled SGD step, and EvoGrad
+(Bohdal et al. 2021, arXiv:2106.10575).
 
-  esmeta experiment evograd-mwn   # writes results/evograd/mwn.json
+**What the weight net reads.** In the public EvoGrad code every perturbed copy feeds
+its *own* losses to the weight net (``vnet(cost_v.data)`` per copy). ``.data``
+blocks the gradient but not the change in value, so EvoGrad then estimates the
+hypergradient of an objective in which the weight net's input moves with the model;
+on this problem the weight net it learns up-weights high-loss (mostly mislabelled)
+examples (the weight maps in ``mwn.json``). ``weight_net_reads =
+"unperturbed"`` (the default here) feeds every copy the unperturbed model's losses,
+as second-order MWN does; ``"per-copy"`` is the reference-faithful variant.
+
+Label noise follows the public code: ``uniform`` (with probability 0.4 a label is
+redrawn uniformly, the true class included), ``flip`` (with probability 0.4 a class
+goes to one other class drawn per class) and ``flip2`` (0.2 each to two other classes).
+
+  esmeta experiment evograd-mwn --out results/evograd   # writes mwn.json and mwn_weights.png
 """
 
 from __future__ import annotations
 
-import json
-import statistics
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -23,131 +36,298 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from esmeta_core import report
 from esmeta_core.data.digits import load_digits
-from esmeta_core.evograd import evograd_hypergradient, unrolled_hypergradient
-from esmeta_core.experiments.mlp import accuracy, cross_entropy, init_mlp, mlp
+from esmeta_core.evograd import BilevelState, make_bilevel_step, run_bilevel
+from esmeta_core.nets import cross_entropy, init_mlp, mlp, mwn_example_weights
 
-NOISE = 0.4
-CLEAN_META_EXAMPLES = 100
-INNER_LR = 0.1
+NOISE_KINDS = ("uniform", "flip", "flip2")
+WEIGHT_NET_READS = ("unperturbed", "per-copy")
+META_OPTIMISERS = ("adam", "sgd")
+LOSS_GRID = np.linspace(0.0, 6.0, 49)
 
 
-def corrupt(labels: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    flip = rng.random(len(labels)) < NOISE
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of the committed run (``results/evograd/mwn.json``)."""
+
+    seeds: int = 3
+    steps: int = 2000
+    batch: int = 100
+    hidden: int = 256
+    weight_hidden: int = 32
+    noise_rate: float = 0.4
+    clean_meta_examples: int = 100
+    inner_lr: float = 0.1
+    meta_lr: float = 1e-3
+    materialise: bool = True  # vmapped copies: same numbers, faster for this small MLP on CPU
+    copies_sweep: tuple[int, ...] = (2, 10, 100)
+    sigma_sweep: tuple[float, ...] = (1e-4, 1e-2, 1e-1)
+    noises: tuple[str, ...] = NOISE_KINDS
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One row: a method and its options."""
+
+    name: str
+    method: str  # "plain", "frozen", "second_order" or "evograd"
+    weight_net_reads: str = "unperturbed"
+    copies: int = 2
+    sigma: float = 1e-3
+    temperature: float = 0.05
+    meta_optimiser: str = "adam"
+
+
+def validate_variant(v: Variant) -> None:
+    """Raises ``ValueError`` naming a bad option of a row."""
+    if v.method not in ("plain", "frozen", "second_order", "evograd"):
+        raise ValueError(f"unknown method {v.method!r}")
+    if v.weight_net_reads not in WEIGHT_NET_READS:
+        raise ValueError(f"weight_net_reads must be one of {WEIGHT_NET_READS}")
+    if v.meta_optimiser not in META_OPTIMISERS:
+        raise ValueError(f"meta_optimiser must be one of {META_OPTIMISERS}")
+
+
+def noise_matrix(kind: str, rate: float, classes: int = 10, seed: int = 1) -> np.ndarray:
+    """f64[c, c] label-transition matrix ``C[true, noisy]`` of the public code's noise kinds."""
     if kind == "uniform":
-        new = rng.integers(0, 10, len(labels))
-    elif kind == "flip":
-        new = (labels + 1) % 10
-    else:
-        raise ValueError(f"noise kind must be 'uniform' or 'flip', got {kind!r}")
-    return np.where(flip, new, labels).astype(np.int32)
-
-
-def example_weights(weight_net, losses):
-    """f32[n] weights in (0, 1) from per-example losses, normalised to mean 1."""
-    w = jax.nn.sigmoid(mlp(weight_net, losses[:, None])[:, 0])
-    return w / (w.mean() + 1e-8)
-
-
-def weighted_loss(params, weight_net, batch):
-    x, y = batch
-    losses = cross_entropy(mlp(params, x), y)
-    return jnp.mean(example_weights(weight_net, jax.lax.stop_gradient(losses)) * losses)
-
-
-def clean_loss(params, batch):
-    x, y = batch
-    return cross_entropy(mlp(params, x), y).mean()
-
-
-def make_step(method: str):
-    model_opt, meta_opt = optax.sgd(INNER_LR, momentum=0.9), optax.adam(1e-3)
-
-    def hyper(params, weight_net, key, batch, meta_batch):
-        if method == "evograd":
-            return evograd_hypergradient(
-                weighted_loss, clean_loss, params, weight_net, key, batch, meta_batch
-            )[0]
-        return unrolled_hypergradient(
-            weighted_loss, clean_loss, params, weight_net, batch, meta_batch, lr=INNER_LR, steps=1
-        )[0]
-
-    def step(params, model_state, weight_net, meta_state, key, batch, meta_batch):
-        if method != "plain":
-            g = hyper(params, weight_net, key, batch, meta_batch)
-            updates, meta_state = meta_opt.update(g, meta_state)
-            weight_net = optax.apply_updates(weight_net, updates)
-            grads = jax.grad(weighted_loss)(params, weight_net, batch)
+        return rate * np.full((classes, classes), 1 / classes) + (1 - rate) * np.eye(classes)
+    rng = np.random.default_rng(seed)
+    c = np.eye(classes) * (1 - rate)
+    for i in range(classes):
+        others = np.delete(np.arange(classes), i)
+        if kind == "flip":
+            c[i, rng.choice(others)] = rate
+        elif kind == "flip2":
+            c[i, rng.choice(others, 2, replace=False)] = rate / 2
         else:
-            grads = jax.grad(clean_loss)(params, batch)
-        updates, model_state = model_opt.update(grads, model_state)
-        return optax.apply_updates(params, updates), model_state, weight_net, meta_state
-
-    return step, model_opt, meta_opt
+            raise ValueError(f"noise kind must be one of {NOISE_KINDS}, got {kind!r}")
+    return c
 
 
-def run_one(
-    method: str, noise: str, seed: int, *, steps: int, batch: int = 100, hidden: int = 256
-) -> dict[str, Any]:
+def corrupt(labels: np.ndarray, matrix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draws each noisy label from row ``matrix[label]``: i32[n] -> i32[n]."""
+    cum = np.cumsum(matrix[labels], axis=1)
+    return (rng.random((len(labels), 1)) < cum).argmax(axis=1).astype(np.int32)
+
+
+def mwn_train_loss(params: Any, weight_net: Any, batch: tuple) -> jax.Array:
+    """Weighted training loss; ``batch = (x, y, read)``, ``read`` the losses the net reads.
+
+    ``read = None`` makes the weight net read this model's own (detached) losses: the
+    public EvoGrad code's per-copy behaviour.
+    """
+    x, y, read = batch
+    losses = cross_entropy(mlp(params, x), y)  # f32[n]
+    read = jax.lax.stop_gradient(losses if read is None else read)
+    return jnp.mean(mwn_example_weights(weight_net, read) * losses)
+
+
+def plain_loss(params: Any, weight_net: Any, batch: tuple) -> jax.Array:
+    """Unweighted cross-entropy on the (noisy) batch; ``weight_net`` is ignored."""
+    del weight_net
+    return cross_entropy(mlp(params, batch[0]), batch[1]).mean()
+
+
+def clean_loss(params: Any, batch: tuple) -> jax.Array:
+    return cross_entropy(mlp(params, batch[0]), batch[1]).mean()
+
+
+def meta_optimiser(name: str, lr: float) -> optax.GradientTransformation:
+    """Adam, or the public code's SGD (momentum 0.9, Nesterov, weight decay 5e-4)."""
+    if name == "adam":
+        return optax.adam(lr)
+    return optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(lr, momentum=0.9, nesterov=True))
+
+
+def variants(config: Config) -> dict[str, list[Variant]]:
+    """The rows per noise kind: the full set on uniform noise, the core set on flips."""
+    core = [
+        Variant("plain", "plain"),
+        Variant("frozen weight net", "frozen"),
+        Variant("second order", "second_order"),
+        Variant("EvoGrad, per-copy input (reference code), K=2", "evograd", "per-copy"),
+        *[
+            Variant(f"EvoGrad, unperturbed input, K={k}", "evograd", copies=k)
+            for k in config.copies_sweep
+        ],
+    ]
+    full = core + [
+        Variant(f"EvoGrad, unperturbed input, K=2, sigma={s:g}", "evograd", sigma=s)
+        for s in config.sigma_sweep
+    ]
+    full += [
+        Variant("second order, SGD meta-optimiser", "second_order", meta_optimiser="sgd"),
+        Variant(
+            "EvoGrad, unperturbed input, K=2, SGD meta-optimiser", "evograd", meta_optimiser="sgd"
+        ),  # fmt: skip
+    ]
+    flips = [v for v in core if not (v.method == "evograd" and v.copies == 100)]
+    return {n: (full if n == "uniform" else flips) for n in config.noises}
+
+
+def seed_data(config: Config, noise: str, seed: int) -> dict[str, np.ndarray]:
+    """One seed's split, noisy labels and batch-index tables ``i32[steps, batch]``."""
     data = load_digits(seed=seed, val_fraction=0.1)
     rng = np.random.default_rng(seed)
-    noisy_y = corrupt(data.train_y, noise, rng)
     flat = lambda x: x.reshape(len(x), -1)
-    meta_x, meta_y = flat(data.val_x)[:CLEAN_META_EXAMPLES], data.val_y[:CLEAN_META_EXAMPLES]
-    step, model_opt, meta_opt = make_step(method)
-    step = jax.jit(step)
-    params = init_mlp(jax.random.key(seed), [64, hidden, 10])
-    weight_net = init_mlp(jax.random.key(seed + 1000), [1, 32, 1])
-    model_state, meta_state = model_opt.init(params), meta_opt.init(weight_net)
-    times = []
-    for t in range(steps):
-        i = rng.integers(0, len(noisy_y), batch)
-        j = rng.integers(0, CLEAN_META_EXAMPLES, batch)
-        args = (
-            params,
-            model_state,
-            weight_net,
-            meta_state,
-            jax.random.fold_in(jax.random.key(seed), t),
-            (flat(data.train_x)[i], noisy_y[i]),
-            (meta_x[j], meta_y[j]),
-        )
-        start = time.perf_counter()
-        params, model_state, weight_net, meta_state = jax.block_until_ready(step(*args))
-        times.append(time.perf_counter() - start)
-    memory = jax.jit(step).lower(*args).compile().memory_analysis()
+    n, m = len(data.train_y), config.clean_meta_examples
     return {
-        "test_accuracy": accuracy(params, flat(data.test_x), data.test_y),
-        "step_ms": 1000 * statistics.median(times[5:]),
-        "compiled_temp_kib": memory.temp_size_in_bytes / 1024,
+        "train_x": flat(data.train_x),
+        "train_y": corrupt(data.train_y, noise_matrix(noise, config.noise_rate), rng),
+        "meta_x": flat(data.val_x)[:m],
+        "meta_y": data.val_y[:m],
+        "test_x": flat(data.test_x),
+        "test_y": data.test_y,
+        "i": rng.integers(0, n, (config.steps, config.batch)).astype(np.int32),
+        "j": rng.integers(0, m, (config.steps, config.batch)).astype(np.int32),
+        "seed": np.int32(seed),
     }
 
 
-def run(out_dir: str | Path = "results/evograd", *, seeds: int = 3, steps: int = 2000):
+def trainer(config: Config, variant: Variant):
+    """``train(seed_data) -> BilevelState`` after ``config.steps`` steps, jittable, vmappable."""
+    validate_variant(variant)
+    reads_own = variant.method == "evograd" and variant.weight_net_reads == "per-copy"
+
+    def add_reads(params, batch):  # what the weight net reads, fixed before any perturbation
+        x, y = batch
+        read = None if reads_own else cross_entropy(mlp(params, x), y)
+        return x, y, read
+
+    model_opt = optax.sgd(config.inner_lr, momentum=0.9)
+    meta_opt = meta_optimiser(variant.meta_optimiser, config.meta_lr)
+    step = make_bilevel_step(
+        mwn_train_loss,
+        clean_loss,
+        model_opt,
+        meta_opt,
+        method={"plain": "none", "frozen": "none"}.get(variant.method, variant.method),
+        inner_lr=config.inner_lr,
+        model_loss=plain_loss if variant.method == "plain" else None,
+        prepare_batch=add_reads,
+        copies=variant.copies,
+        sigma=variant.sigma,
+        temperature=variant.temperature,
+        materialise=config.materialise,
+    )
+
+    def train(d: dict[str, jax.Array]) -> BilevelState:
+        key = jax.random.key(d["seed"])
+        params = init_mlp(key, [64, config.hidden, 10])
+        weight_net = init_mlp(jax.random.fold_in(key, 1000), [1, config.weight_hidden, 1])
+        state = BilevelState(params, model_opt.init(params), weight_net, meta_opt.init(weight_net))
+        state, _ = run_bilevel(
+            step,
+            state,
+            key,
+            lambda t: (d["train_x"][d["i"][t]], d["train_y"][d["i"][t]]),
+            lambda t: (d["meta_x"][d["j"][t]], d["meta_y"][d["j"][t]]),
+            steps=config.steps,
+        )
+        return state
+
+    return train
+
+
+def trained_state(
+    config: Config, variant: Variant, noise: str, *, seed: int
+) -> tuple[BilevelState, dict[str, jax.Array]]:
+    """One seed's state after ``config.steps`` steps, and its data (for diagnostics)."""
+    data = jax.tree.map(jnp.asarray, seed_data(config, noise, seed))
+    return jax.jit(trainer(config, variant))(data), data
+
+
+def run_seeds(config: Config, variant: Variant, noise: str) -> list[dict[str, Any]]:
+    """Trains one classifier (and weight net) per seed, the seeds vmapped in one program.
+
+    Returns one dict per seed: test accuracy and the weight map (weight-net output,
+    before normalising, at the losses of :data:`LOSS_GRID`).
+    """
+    train = trainer(config, variant)
+    grid = jnp.asarray(LOSS_GRID, jnp.float32)[:, None]
+
+    def evaluate(d):
+        state = train(d)
+        logits = mlp(state.params, d["test_x"])
+        test_accuracy = jnp.mean(jnp.argmax(logits, axis=1) == d["test_y"])
+        return test_accuracy, jax.nn.sigmoid(mlp(state.lam, grid)[:, 0])
+
+    per_seed = [seed_data(config, noise, s) for s in range(config.seeds)]
+    stacked = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *per_seed)
+    start = time.perf_counter()
+    acc, maps = jax.block_until_ready(jax.jit(jax.vmap(evaluate))(stacked))
+    wall = round(time.perf_counter() - start, 2)
+    return [
+        {
+            "seed": s,
+            "test_accuracy": float(acc[s]),
+            "weight_map": np.asarray(maps[s]).round(4).tolist(),
+            "wall_s_all_seeds": wall,
+        }
+        for s in range(config.seeds)
+    ]
+
+
+def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
+    """Every row of :func:`variants` over ``config.seeds`` seeds; writes ``mwn.json``."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     rows = []
-    for noise in ("uniform", "flip"):
-        for method in ("plain", "second-order MWN", "evograd"):
-            key = {"plain": "plain", "second-order MWN": "second_order", "evograd": "evograd"}
-            runs = [run_one(key[method], noise, s, steps=steps) for s in range(seeds)]
+    for noise, vs in variants(config).items():
+        for v in vs:
+            runs = run_seeds(config, v, noise)
+            acc = [r["test_accuracy"] for r in runs]
             rows.append(
                 {
-                    "noise": f"{noise} {int(NOISE * 100)} %",
-                    "method": method,
-                    "test_accuracy_mean": float(np.mean([r["test_accuracy"] for r in runs])),
-                    "test_accuracy_std": float(np.std([r["test_accuracy"] for r in runs])),
-                    "step_ms": float(np.mean([r["step_ms"] for r in runs])),
-                    "compiled_temp_kib": runs[0]["compiled_temp_kib"],
+                    "noise": f"{noise} {config.noise_rate:.0%}",
+                    "method": v.name,
+                    "variant": dataclasses.asdict(v),
+                    "test_accuracy_mean": float(np.mean(acc)),
+                    "test_accuracy_std": float(np.std(acc)),
+                    "weight_map_mean": np.mean([r["weight_map"] for r in runs], 0)
+                    .round(4)
+                    .tolist(),
+                    "runs": runs,
                 }
             )
-            print(rows[-1], flush=True)
-    result = {
-        "command": "esmeta experiment evograd-mwn",
-        "steps": steps,
-        "seeds": seeds,
+            print(f"{noise:8s} {v.name:60s} {100 * np.mean(acc):5.1f} +- {100 * np.std(acc):.1f}",
+                  flush=True)  # fmt: skip
+    payload = {
         "data": "scikit-learn digits, 40 % label noise, 100 clean meta examples",
+        "loss_grid": LOSS_GRID.tolist(),
         "rows": rows,
     }
-    (out_dir / "mwn.json").write_text(json.dumps(result, indent=1))
+    result = report.write_result(
+        out_dir / "mwn.json",
+        payload,
+        config=config,
+        command=f"esmeta experiment evograd-mwn --out {out_dir}",
+        wall_s=round(time.perf_counter() - start, 1),
+    )
+    plot_weight_maps(result, out_dir / "mwn_weights.png", noise=config.noises[0])
     return result
+
+
+def plot_weight_maps(
+    result: dict[str, Any], out: str | Path | None = None, *, noise: str = "uniform"
+):
+    """Learned weight against loss, one line per method (mean over seeds)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for row in result["rows"]:
+        v = row["variant"]
+        if not row["noise"].startswith(noise + " ") or v["method"] == "plain":
+            continue
+        if v["sigma"] != 1e-3 or v["meta_optimiser"] != "adam" or v["copies"] not in (2, 10):
+            continue
+        ax.plot(result["loss_grid"], row["weight_map_mean"], label=row["method"])
+    ax.set(xlabel="example loss", ylabel="weight-net output (before normalising)",
+           title=f"Learned weight maps, {noise} noise")  # fmt: skip
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    if out is not None:
+        fig.savefig(out, dpi=120)
+    return fig

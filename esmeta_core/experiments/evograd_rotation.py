@@ -5,12 +5,13 @@ The hyperparameter is an angle applied to the training images. EvoGrad tunes it
 on the validation set while the classifier trains; a good angle is near 30
 degrees. Real data: scikit-learn's 8x8 digits (the public code used MNIST).
 
-  esmeta experiment evograd-rotation   # writes results/evograd/rotation.json and .png
+  esmeta experiment evograd-rotation --out results/evograd   # writes rotation.json and .png
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from esmeta_core import report
 from esmeta_core.data.digits import load_digits
-from esmeta_core.evograd import evograd_hypergradient
-from esmeta_core.experiments.mlp import accuracy, cross_entropy, init_mlp, mlp
+from esmeta_core.evograd import BilevelState, make_bilevel_step, run_bilevel
+from esmeta_core.nets import accuracy, cross_entropy, init_mlp, mlp
 
 SHIFT_DEGREES = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of the committed run (``results/evograd/rotation.json``)."""
+
+    seeds: int = 5
+    steps: int = 1500
+    batch: int = 64
+    hidden: int = 128
+    model_lr: float = 1e-3
+    angle_lr: float = 0.5
+    record_every: int = 10
 
 
 def rotate(images: jax.Array, degrees: jax.Array) -> jax.Array:
@@ -48,60 +63,50 @@ def val_loss(params, batch):
 
 
 def run_seed(
-    seed: int, *, steps: int = 1500, meta: bool = True, angle0: float = 0.0, batch: int = 64
+    config: Config, seed: int, *, meta: bool = True, angle0: float = 0.0
 ) -> dict[str, Any]:
+    """Trains one classifier while EvoGrad tunes the angle (``meta``) or keeps ``angle0``."""
     data = load_digits(seed=seed)
     val_x = rotate(jnp.asarray(data.val_x), SHIFT_DEGREES)
     test_x = rotate(jnp.asarray(data.test_x), SHIFT_DEGREES)
-    params = init_mlp(jax.random.key(seed), [64, 128, 10])
-    model_opt, angle_opt = optax.adam(1e-3), optax.adam(0.5)
+    model_opt, angle_opt = optax.adam(config.model_lr), optax.adam(config.angle_lr)
+    step = make_bilevel_step(
+        train_loss, val_loss, model_opt, angle_opt, method="evograd" if meta else "none"
+    )
+    params = init_mlp(jax.random.key(seed), [64, config.hidden, 10])
     angle = jnp.float32(angle0)
-    model_state, angle_state = model_opt.init(params), angle_opt.init(angle)
-
-    @jax.jit
-    def step(params, model_state, angle, angle_state, key, train_batch, val_batch):
-        if meta:
-            hyper, _ = evograd_hypergradient(
-                train_loss, val_loss, params, angle, key, train_batch, val_batch
-            )
-            updates, angle_state = angle_opt.update(hyper, angle_state)
-            angle = optax.apply_updates(angle, updates)
-        grads = jax.grad(train_loss)(params, angle, train_batch)
-        updates, model_state = model_opt.update(grads, model_state)
-        return optax.apply_updates(params, updates), model_state, angle, angle_state
-
+    state = BilevelState(params, model_opt.init(params), angle, angle_opt.init(angle))
     rng = np.random.default_rng(seed)
-    angles = []
-    for t in range(steps):
-        i = rng.integers(0, len(data.train_y), batch)
-        j = rng.integers(0, len(data.val_y), batch)
-        params, model_state, angle, angle_state = step(
-            params,
-            model_state,
-            angle,
-            angle_state,
-            jax.random.fold_in(jax.random.key(seed), t),
-            (data.train_x[i], data.train_y[i]),
-            (val_x[j], data.val_y[j]),
-        )
-        angles.append(float(angle))
+    i = jnp.asarray(rng.integers(0, len(data.train_y), (config.steps, config.batch)))
+    j = jnp.asarray(rng.integers(0, len(data.val_y), (config.steps, config.batch)))
+    train_x, train_y = jnp.asarray(data.train_x), jnp.asarray(data.train_y)
+    val_y = jnp.asarray(data.val_y)
+    state, angles = run_bilevel(
+        step,
+        state,
+        jax.random.key(seed),
+        lambda t: (train_x[i[t]], train_y[i[t]]),
+        lambda t: (val_x[j[t]], val_y[j[t]]),
+        steps=config.steps,
+        record=lambda s: s.lam,
+    )
     return {
         "seed": seed,
-        "final_angle": float(angle),
-        "test_accuracy": accuracy(params, test_x.reshape(len(test_x), -1), data.test_y),
-        "angles": angles[::10],
+        "final_angle": float(state.lam),
+        "test_accuracy": accuracy(state.params, test_x.reshape(len(test_x), -1), data.test_y),
+        "angles": np.asarray(angles)[:: config.record_every].round(3).tolist(),
     }
 
 
-def run(out_dir: str | Path = "results/evograd", *, seeds: int = 5, steps: int = 1500):
+def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
+    """EvoGrad, no meta-learning (angle 0) and the oracle (angle 30) over ``config.seeds``."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    seeds = range(config.seeds)
     runs = {
-        "evograd": [run_seed(s, steps=steps, meta=True) for s in range(seeds)],
-        "no meta-learning (angle 0)": [run_seed(s, steps=steps, meta=False) for s in range(seeds)],
-        "oracle (angle 30)": [
-            run_seed(s, steps=steps, meta=False, angle0=SHIFT_DEGREES) for s in range(seeds)
-        ],
+        "evograd": [run_seed(config, s) for s in seeds],
+        "no meta-learning (angle 0)": [run_seed(config, s, meta=False) for s in seeds],
+        "oracle (angle 30)": [run_seed(config, s, meta=False, angle0=SHIFT_DEGREES) for s in seeds],
     }
     summary = {
         name: {
@@ -112,15 +117,13 @@ def run(out_dir: str | Path = "results/evograd", *, seeds: int = 5, steps: int =
         }
         for name, rs in runs.items()
     }
-    result = {
-        "command": "esmeta experiment evograd-rotation",
-        "shift_degrees": SHIFT_DEGREES,
-        "steps": steps,
-        "seeds": seeds,
-        "summary": summary,
-        "runs": runs,
-    }
-    (out_dir / "rotation.json").write_text(json.dumps(result, indent=1))
+    result = report.write_result(
+        out_dir / "rotation.json",
+        {"shift_degrees": SHIFT_DEGREES, "summary": summary, "runs": runs},
+        config=config,
+        command=f"esmeta experiment evograd-rotation --out {out_dir}",
+        wall_s=time.perf_counter() - start,
+    )
     plot(result, out_dir / "rotation.png")
     return result
 
@@ -128,9 +131,10 @@ def run(out_dir: str | Path = "results/evograd", *, seeds: int = 5, steps: int =
 def plot(result: dict[str, Any], out: str | Path | None = None):
     import matplotlib.pyplot as plt
 
+    every = (result.get("config") or {}).get("record_every", 10)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for r in result["runs"]["evograd"]:
-        ax.plot(np.arange(len(r["angles"])) * 10, r["angles"], alpha=0.7)
+        ax.plot(np.arange(len(r["angles"])) * every, r["angles"], alpha=0.7)
     ax.axhline(result["shift_degrees"], color="k", ls="--", label="the shift (30 degrees)")
     ax.set(xlabel="step", ylabel="learned angle (degrees)", title="EvoGrad, one line per seed")
     ax.legend()

@@ -6,12 +6,13 @@ hypergradient is ``dL_val(x*(lam)) / dlam = (lam - 1) / (lam + 1)^3``, zero at
 ``lam = 1``. EvoGrad estimates it at ``x = x*(lam)`` from K copies (sigma = 1,
 tau = 0.5, as in the paper's public illustration).
 
-  esmeta experiment evograd-1d    # writes results/evograd/toy_1d.json and .png
+  esmeta experiment evograd-1d --out results/evograd   # writes toy_1d.json and .png
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from esmeta_core import report
 from esmeta_core.evograd import evograd_hypergradient
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of the committed run (``results/evograd/toy_1d.json``)."""
+
+    seeds: int = 100
+    copies_sweep: tuple[int, ...] = (2, 10, 100)
+    trajectory_starts: tuple[float, ...] = (0.1, 0.5, 2.0, 3.0)
+    trajectory_steps: int = 300
 
 
 def train_loss(x, lam, _batch=None):
@@ -116,27 +128,38 @@ def agreement(estimate: np.ndarray, exact: np.ndarray) -> dict[str, float]:
     }
 
 
-def run(out_dir: str | Path = "results/evograd", *, seeds: int = 100) -> dict[str, Any]:
+def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
+    """Estimates on a grid of ``lam`` for each ``K``, and hypergradient-descent trajectories."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     lams = np.linspace(0.1, 2.0, 39)
     exact = exact_hypergradient(lams)
     result: dict[str, Any] = {"lams": lams.tolist(), "exact": exact.tolist(), "populations": {}}
-    for copies in (2, 10, 100):
-        est = estimates(lams, copies=copies, seeds=seeds)
+    for copies in config.copies_sweep:
+        est = estimates(lams, copies=copies, seeds=config.seeds)
         mean = est.mean(0)
         per_seed = [agreement(e, exact) for e in est]
+        crossings = lams[1:][np.diff(np.sign(mean)) != 0]
         result["populations"][str(copies)] = {
             "mean": mean.tolist(),
             "std": est.std(0).tolist(),
             "mean_estimate": agreement(mean, exact),
+            "mean_zero_crossings": crossings.round(3).tolist(),
             "single_run_sign_agreement": float(np.mean([a["sign_agreement"] for a in per_seed])),
             "single_run_correlation": float(np.mean([a["correlation"] for a in per_seed])),
         }
-    result["trajectories"] = {str(l0): trajectory(l0).tolist() for l0 in (0.1, 0.5, 2.0, 3.0)}
-    result["seeds"] = seeds
-    result["command"] = "esmeta experiment evograd-1d"
-    (out_dir / "toy_1d.json").write_text(json.dumps(result, indent=1))
+    result["trajectories"] = {
+        str(l0): trajectory(l0, steps=config.trajectory_steps).tolist()
+        for l0 in config.trajectory_starts
+    }
+    result["trajectory_final"] = {k: v[-1] for k, v in result["trajectories"].items()}
+    result = report.write_result(
+        out_dir / "toy_1d.json",
+        result,
+        config=config,
+        command=f"esmeta experiment evograd-1d --out {out_dir}",
+        wall_s=time.perf_counter() - start,
+    )
     plot(result, out_dir / "toy_1d.png")
     return result
 

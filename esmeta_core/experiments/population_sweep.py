@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from esmeta_core.configs import PRESETS
+from esmeta_core.configs import MAIN_BEFORE_ISSUE_17
 from esmeta_core.report import write_result
 from esmeta_core.train import train_and_evaluate
 
@@ -38,7 +38,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     rows = []
     for population in config.populations:
         train_config = dataclasses.replace(
-            PRESETS["main"],
+            MAIN_BEFORE_ISSUE_17,
             population=population,
             steps=config.budget // population,
             eval_episodes=config.eval_episodes,

@@ -1,30 +1,43 @@
-"""VS-ML meta-trained on Omniglot tasks, tested on unseen digits tasks (CPU-sized).
+"""Learned learners meta-trained on Omniglot tasks, tested on unseen digits tasks.
 
-Meta-training: 5-way online classification tasks from Omniglot characters
-(Vinyals training split, 28x28 images randomly projected to 16 inputs per
-task, 50 examples per episode). Meta-test: the same kind of tasks from
-scikit-learn's 8x8 digits, a data set the learners never saw. Learners:
+Kirsch & Schmidhuber, "Meta Learning Backpropagation And Improving It"
+(NeurIPS 2021, arXiv:2012.14905), CPU-sized. Meta-training: 5-way online
+classification tasks from Omniglot characters (Vinyals training split, 28x28
+images randomly projected to 16 inputs per task, 50 examples per episode).
+Meta-test: the same kind of tasks from scikit-learn's 8x8 digits, a data set
+the learners never saw. The fitness is the paper's: the mean online
+cross-entropy over the episode (``loss_type: mean``), minimised.
 
-- VS-ML: the weight-shared LSTM grid of ``esmeta_core.vsml``, meta-trained by ES;
-- a meta-RNN: one LSTM fed the input and the previous example's label, the
-  same ES, population, steps and tasks;
-- online SGD and online Adam on a linear layer, learning rate tuned on the
-  meta-training tasks;
-- VS-ML with hand-set meta-parameters that implement SGD;
-- "backprop in forward mode", learned: VS-ML meta-trained by regression
-  (``vsml.imitation_loss``, gradient descent) to reproduce the predictions of
-  online SGD on Omniglot tasks, then run as a learner on the digits;
-- that cell improved by ES on the online cross-entropy (Kirsch & Schmidhuber's
-  "and improving it"), with the same ES budget as the learners trained from scratch;
-- the meta-RNN meta-trained by gradient descent on the online cross-entropy
-  (five times the regression's steps), so that it is not held back by ES alone.
+Learners, by family (``Config.learners`` picks them, by slug):
 
-  esmeta experiment vsml     # writes results/vsml/generalisation.json and .png
+- tuned online learners on a linear layer: ``sgd``, ``adam`` (learning rate tuned
+  on Omniglot tasks);
+- ``vsml-handset``: VS-ML with hand-set meta-parameters that run SGD to first order;
+- ES from scratch, the same ES, population, steps and tasks for each:
+  ``vsml-es`` (VS-ML), ``vsml-es-legacy`` (VS-ML with this project's first
+  initialisation, ``VSMLConfig(init="legacy")``), ``meta-rnn-es`` (an LSTM, lr
+  ``Config.meta_rnn_lr``), ``hebbian-es`` (Oja fast weights);
+- by gradient on the same online loss, the same steps and tasks per step:
+  ``vsml-grad``, ``meta-rnn-grad``;
+- "backprop in forward mode": ``vsml-imitation`` (regression onto online SGD's
+  predictions, by gradient), ``vsml-imitation-es`` (the same regression by ES),
+  ``vsml-imitation-finetune`` (the regression cell, then ES on the online
+  cross-entropy: "and improving it").
+
+Each (learner, seed) is one result file ``parts/<learner>/seed<k>.json`` (plus
+its trained parameters, ``.npz``), written once; a later call skips the parts
+already there (``redo`` forces them), so a long sweep can be run a seed at a
+time. Every call then gathers all parts under ``out_dir`` into
+``generalisation.json`` (per learner: digits accuracy curves, and
+``digits_last10_per_seed``, the mean accuracy over the last 10 of the 50
+examples of each seed) and ``generalisation.png``.
+
+  esmeta experiment vsml --learners vsml-es --seeds 0 --out results/vsml
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,128 +49,92 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from esmeta_core import es, vsml
-from esmeta_core.data import load_split
-from esmeta_core.data.digits import load_digits
+from esmeta_core import es, nets, report, sharding, vsml
+from esmeta_core.data import tasks
+from esmeta_core.data.tasks import LENGTH, N_IN, WAY, Pool
 
-Pool = tuple[np.ndarray, np.ndarray]  # features f32[n, d], class labels int[n]
-# (params, key, x f32[T, n_in], y i32[T]) -> (losses f32[T], correct f32[T])
-Learner = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 # (params, key, x f32[T, n_in], y i32[T]) -> scalar loss of one task
 TaskLoss = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 
-WAY, LENGTH, N_IN = 5, 50, 16
-CONFIG = vsml.VSMLConfig(message_size=8, state_size=16, ticks=1)
-IMITATION = "VS-ML, SGD imitation by regression"
-IMITATION_ES = "VS-ML, SGD imitation by ES"
-BACKPROP_PANEL = ("online SGD (tuned lr)", "VS-ML, hand-set to SGD", IMITATION, IMITATION_ES)
-RNN_HIDDEN = 128  # the meta-RNN's state size in the paper's public configuration
+NAMES = {  # slug -> the name in the tables and plots
+    "sgd": "online SGD (tuned lr)",
+    "adam": "online Adam (tuned lr)",
+    "vsml-handset": "VS-ML, hand-set to SGD",
+    "vsml-es": "VS-ML, ES from scratch",
+    "vsml-es-legacy": "VS-ML, ES from scratch, legacy init",
+    "meta-rnn-es": "meta-RNN, ES from scratch",
+    "hebbian-es": "Hebbian fast weights, ES from scratch",
+    "vsml-grad": "VS-ML, gradient descent",
+    "meta-rnn-grad": "meta-RNN, gradient descent",
+    "vsml-imitation": "VS-ML, SGD imitation by regression",
+    "vsml-imitation-es": "VS-ML, SGD imitation by ES",
+    "vsml-imitation-finetune": "VS-ML, regression imitation + ES",
+}
+UNSEEDED = ("sgd", "adam", "vsml-handset")  # nothing random to meta-train: one "seed"
+BACKPROP_PANEL = ("sgd", "vsml-handset", "vsml-imitation", "vsml-imitation-es")
 
 
-def omniglot_pool() -> Pool:
-    """Meta-training data: f32[n, 784] images and class labels (Vinyals train, rotation 0)."""
-    split = load_split("train")
-    keep = np.flatnonzero(split.rotations == 0)
-    images = split.images[keep]  # f32[classes, 20, 28, 28]
-    features = images.reshape(-1, 28 * 28)
-    labels = np.repeat(np.arange(len(keep)), images.shape[1])
-    return features, labels
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of ``esmeta experiment vsml`` (defaults: the committed run's).
+
+    ``steps``/``population``/``tasks_per_step``/``sigma`` are the ES budget of every
+    ES-trained learner; the gradient-trained ones take the same ``steps`` and
+    ``tasks_per_step``. ``eval_every`` steps the digits accuracy is logged (the
+    meta-test curve).
+    """
+
+    learners: tuple[str, ...] = tuple(NAMES)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    init: str = "reference"
+    steps: int = 300
+    population: int = 64
+    tasks_per_step: int = 4
+    sigma: float = 0.05
+    vsml_lr: float = 0.03
+    meta_rnn_lr: float = 0.003
+    hebbian_lr: float = 0.03
+    grad_lr: float = 0.003
+    regression_steps: int = 1000
+    regression_tasks: int = 8
+    imitation_es_steps: int = 300
+    finetune_lr: float = 0.003
+    finetune_sigma: float = 0.02
+    test_tasks: int = 200
+    eval_every: int = 50
+    redo: bool = False
 
 
-def digits_pool() -> Pool:
-    data = load_digits(seed=0, val_fraction=0.0, test_fraction=0.0)
-    return data.train_x.reshape(len(data.train_x), -1), data.train_y
+def validate_config(config: Config) -> None:
+    """Raises ``ValueError`` naming an unknown learner or an impossible setting."""
+    unknown = [name for name in config.learners if name not in NAMES]
+    if unknown:
+        raise ValueError(f"unknown learners {unknown}; choose from {list(NAMES)}")
+    if config.init not in vsml.INITS:
+        raise ValueError(f"init must be one of {vsml.INITS}, got {config.init!r}")
+    if min(config.steps, config.population, config.tasks_per_step, config.test_tasks) < 1:
+        raise ValueError("steps, population, tasks_per_step and test_tasks must be >= 1")
 
 
-def task_batch(rng: np.random.Generator, pool: Pool, count: int) -> tuple[jax.Array, jax.Array]:
-    tasks = [
-        vsml.sample_task(rng, *pool, num_classes=WAY, length=LENGTH, n_in=N_IN)
-        for _ in range(count)
-    ]
-    return jnp.stack([t[0] for t in tasks]), jnp.stack([t[1] for t in tasks])
+def vsml_config(init: str) -> vsml.VSMLConfig:
+    return vsml.VSMLConfig(message_size=8, state_size=16, ticks=1, init=init)
 
 
 # ----------------------------------------------------------------------------
-# Learners: each maps (params, key, x f32[T, n_in], y i32[T]) -> (losses f32[T], correct f32[T]).
-
-
-def vsml_learner(
-    meta: dict, key: jax.Array, x: jax.Array, y: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    return vsml.online_episode(meta, key, x, y, num_classes=WAY, config=CONFIG)
-
-
-def init_meta_rnn(key: jax.Array) -> dict[str, jax.Array]:
-    k1, k2 = jax.random.split(key)
-    n = N_IN + WAY + RNN_HIDDEN
-    return {
-        "w": jax.random.normal(k1, (n, 4 * RNN_HIDDEN)) / jnp.sqrt(n),
-        "b": jnp.zeros(4 * RNN_HIDDEN).at[RNN_HIDDEN : 2 * RNN_HIDDEN].set(1.0),
-        "out": jax.random.normal(k2, (RNN_HIDDEN, WAY)) / jnp.sqrt(RNN_HIDDEN),
-    }
-
-
-def meta_rnn_learner(
-    params: dict, key: jax.Array, x: jax.Array, y: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """An LSTM that sees x_t and the one-hot label of x_{t-1}, and predicts y_t."""
-    del key
-    previous = jnp.concatenate([jnp.zeros((1, WAY)), jax.nn.one_hot(y[:-1], WAY)])
-
-    def step(carry, inputs):
-        h, c = carry
-        xt, prev, yt = inputs
-        z = jnp.concatenate([xt, prev, h]) @ params["w"] + params["b"]
-        i, f, g, o = jnp.split(z, 4)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        log_probs = jax.nn.log_softmax(h @ params["out"])
-        return (h, c), (-log_probs[yt], (jnp.argmax(log_probs) == yt).astype(jnp.float32))
-
-    zeros = jnp.zeros(RNN_HIDDEN)
-    _, (losses, correct) = jax.lax.scan(step, (zeros, zeros), (x, previous, y))
-    return losses, correct
-
-
-def linear_learner(optimizer: optax.GradientTransformation) -> Learner:
-    """Online training of logits = x W + b from zero, one example at a time."""
-
-    def learner(_params, key, x, y):
-        del key
-        w = {"w": jnp.zeros((N_IN, WAY)), "b": jnp.zeros(WAY)}
-
-        def loss_fn(w, xt, yt):
-            return -jax.nn.log_softmax(xt @ w["w"] + w["b"])[yt]
-
-        def step(carry, inputs):
-            w, state = carry
-            xt, yt = inputs
-            loss, grads = jax.value_and_grad(loss_fn)(w, xt, yt)
-            correct = (jnp.argmax(xt @ w["w"] + w["b"]) == yt).astype(jnp.float32)
-            updates, state = optimizer.update(grads, state)
-            return (optax.apply_updates(w, updates), state), (loss, correct)
-
-        _, out = jax.lax.scan(step, (w, optimizer.init(w)), (x, y))
-        return out
-
-    return learner
+# Evaluation and the two meta-training loops (ES, gradient).
 
 
 def curves(
-    learner: Learner, params: Any, xs: jax.Array, ys: jax.Array, seed: int = 0
+    learner: nets.Learner, params: Any, xs: jax.Array, ys: jax.Array, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean online loss and accuracy against examples seen, over a batch of tasks."""
+    """Online loss and accuracy against examples seen: two f32[T], means over the tasks."""
     keys = jax.random.split(jax.random.key(seed), xs.shape[0])
     losses, correct = jax.jit(jax.vmap(lambda k, x, y: learner(params, k, x, y)))(keys, xs, ys)
     return np.asarray(losses.mean(0)), np.asarray(correct.mean(0))
 
 
 def mean_over_tasks(task_loss: TaskLoss) -> Callable[..., jax.Array]:
-    """Lifts ``task_loss(params, key, x, y) -> scalar`` to ``(params, xs, ys, key) -> mean``.
-
-    ``xs`` f32[tasks, T, n_in] and ``ys`` i32[tasks, T] are a batch of tasks; each
-    task gets its own key split from ``key``.
-    """
+    """Lifts ``task_loss(params, key, x, y) -> scalar`` to ``(params, xs, ys, key) -> mean``."""
 
     def batch_loss(params, xs, ys, key):
         keys = jax.random.split(key, xs.shape[0])
@@ -166,8 +143,13 @@ def mean_over_tasks(task_loss: TaskLoss) -> Callable[..., jax.Array]:
     return batch_loss
 
 
-def meta_train(
-    learner: Learner | TaskLoss,
+def online_cross_entropy(learner: nets.Learner) -> TaskLoss:
+    """The paper's fitness of one task: the mean online cross-entropy of ``learner``."""
+    return lambda params, key, x, y: learner(params, key, x, y)[0].mean()
+
+
+def es_meta_train(
+    task_loss: TaskLoss,
     params: Any,
     pool: Pool,
     *,
@@ -175,37 +157,37 @@ def meta_train(
     steps: int,
     population: int,
     tasks_per_step: int,
-    lr: float = 0.03,
-    sigma: float = 0.05,
+    lr: float,
+    sigma: float,
+    monitor: Callable[[Any], float] | None = None,
+    eval_every: int = 50,
     desc: str = "ES meta-training",
-    fitness: str = "learner",
-) -> tuple[Any, list[float]]:
-    """ES meta-training of ``params``; returns params and per-step mean fitness.
+) -> tuple[Any, dict[str, list[float]]]:
+    """Antithetic ES (centered ranks) + Adam on ``task_loss`` averaged over fresh tasks.
 
-    With ``fitness="learner"`` the fitness is the mean online cross-entropy of
-    ``learner(params, key, x, y) -> (losses, correct)``; with ``"value"``,
-    ``learner(params, key, x, y)`` already is the scalar fitness of one task.
+    All members of a step share its ``tasks_per_step`` tasks and episode keys
+    (common random numbers). Returns the params and ``{"loss": per-step mean
+    fitness, "eval_step", "eval": monitor(params) every eval_every steps}``.
     """
-    if fitness == "learner":
-        meta_loss = mean_over_tasks(lambda params, k, x, y: learner(params, k, x, y)[0].mean())
-    elif fitness == "value":
-        meta_loss = mean_over_tasks(learner)
-    else:
-        raise ValueError(f"fitness must be 'learner' or 'value', got {fitness!r}")
+    mesh = sharding.population_mesh(jax.local_devices()[:1])
     grad_fn = es.make_es_grad(
-        meta_loss, config=es.ESConfig(population=population, sigma=sigma, chunk_size=8)
+        mean_over_tasks(task_loss),
+        config=es.ESConfig(population=population, sigma=sigma, chunk_size=8),
+        mesh=mesh,
     )
+    # the updated params come back replicated on the mesh: start them there too, so
+    # neither the step nor the monitor compiles a second time
+    params = jax.device_put(params, jax.sharding.NamedSharding(mesh, sharding.P()))
     optimizer = optax.adam(lr)
 
     def update(params, state, key, xs, ys):
-        # members share the tasks and the episode key (common random numbers)
         grads, stats = grad_fn(params, key, xs, ys, jax.random.fold_in(key, 1))
         updates, state = optimizer.update(grads, state)
         return optax.apply_updates(params, updates), state, stats.loss_mean
 
     return _training_loop(
-        update, params, optimizer.init(params), pool,
-        seed=seed, steps=steps, tasks_per_step=tasks_per_step, desc=desc,
+        update, params, optimizer.init(params), pool, seed=seed, steps=steps,
+        tasks_per_step=tasks_per_step, monitor=monitor, eval_every=eval_every, desc=desc,
     )  # fmt: skip
 
 
@@ -218,15 +200,12 @@ def gradient_meta_train(
     steps: int,
     tasks_per_step: int,
     lr: float = 3e-3,
+    monitor: Callable[[Any], float] | None = None,
+    eval_every: int = 50,
     desc: str = "gradient meta-training",
-) -> tuple[Any, list[float]]:
-    """Adam on ``jax.grad`` of ``task_loss(params, key, x, y)`` averaged over sampled tasks.
-
-    Gradients are clipped to global norm 1 (backprop through a 50-step episode).
-    Returns the trained params and the per-step meta-losses.
-    """
+) -> tuple[Any, dict[str, list[float]]]:
+    """Adam on ``jax.grad`` of ``task_loss`` averaged over fresh tasks (clipped to norm 1)."""
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
-
     batch_loss = mean_over_tasks(task_loss)
 
     @jax.jit
@@ -236,227 +215,351 @@ def gradient_meta_train(
         return optax.apply_updates(params, updates), state, loss
 
     return _training_loop(
-        update, params, optimizer.init(params), pool,
-        seed=seed, steps=steps, tasks_per_step=tasks_per_step, desc=desc,
+        update, params, optimizer.init(params), pool, seed=seed, steps=steps,
+        tasks_per_step=tasks_per_step, monitor=monitor, eval_every=eval_every, desc=desc,
     )  # fmt: skip
 
 
-def _training_loop(update, params, opt_state, pool, *, seed, steps, tasks_per_step, desc):
+def _training_loop(
+    update, params, opt_state, pool, *, seed, steps, tasks_per_step, monitor, eval_every, desc
+):
     """Applies ``update(params, opt_state, key, xs, ys) -> (params, opt_state, loss)`` on
-    fresh tasks each step; returns the params and the per-step losses."""
+    fresh tasks each step; returns the params and the logged losses and evaluations."""
     rng = np.random.default_rng(seed)
-    history = []
+    log: dict[str, list[float]] = {"loss": [], "eval_step": [], "eval": []}
     for step in tqdm(range(steps), desc=desc, leave=False):
-        xs, ys = task_batch(rng, pool, tasks_per_step)
+        if monitor is not None and step % eval_every == 0:
+            log["eval_step"].append(step)
+            log["eval"].append(monitor(params))
+        xs, ys = tasks.task_batch(rng, pool, tasks_per_step)
         key = jax.random.fold_in(jax.random.key(seed), step)
         params, opt_state, loss = update(params, opt_state, key, xs, ys)
-        history.append(float(loss))
-    return params, history
+        log["loss"].append(float(loss))
+    if monitor is not None:
+        log["eval_step"].append(steps)
+        log["eval"].append(monitor(params))
+    return params, log
 
 
 def tune_lr(
     make_optimizer: Callable[[float], optax.GradientTransformation],
     pool: Pool,
     grid: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
+    *,
+    way: int = WAY,
+    n_in: int | None = N_IN,
+    length: int = LENGTH,
 ) -> float:
-    xs, ys = task_batch(np.random.default_rng(123), pool, 64)
-    scores = {lr: curves(linear_learner(make_optimizer(lr)), None, xs, ys)[0].mean() for lr in grid}
+    """The learning rate of ``grid`` with the lowest mean online loss on 64 tasks of ``pool``."""
+    xs, ys = tasks.task_batch(np.random.default_rng(123), pool, 64, way=way, n_in=n_in,
+                              length=length)  # fmt: skip
+    scores = {
+        lr: curves(nets.linear_learner(make_optimizer(lr), num_classes=way), None, xs, ys)[0].mean()
+        for lr in grid
+    }
     return min(scores, key=scores.get)
 
 
-def run(
-    out_dir: str | Path = "results/vsml",
-    *,
-    seeds: int = 3,
-    steps: int = 100,
-    population: int = 64,
-    tasks_per_step: int = 4,
-    regression_steps: int = 1000,
-    regression_tasks: int = 8,
-    meta_rnn_steps: int = 5000,
-    imitation_es_steps: int = 300,
-    finetune_lr: float = 0.003,
-    finetune_sigma: float = 0.02,
-    test_tasks: int = 200,
-) -> dict[str, Any]:
-    """Meta-trains every learner on Omniglot tasks, tests on digits, writes json + png.
+# ----------------------------------------------------------------------------
+# The learner families: each trains one (learner, seed) and returns
+# (learner, params, log) with log a dict of lists (possibly empty).
 
-    ``steps``/``population``/``tasks_per_step`` are the ES budget (the same for
-    every ES-trained learner); ``regression_steps``/``regression_tasks`` the
-    gradient budget of the SGD-imitating VS-ML; ``meta_rnn_steps`` that of the
-    meta-RNN trained by gradient descent (more steps: it stays on the chance
-    plateau for the first thousand or so); ``imitation_es_steps`` the ES budget for
-    learning the same imitation as the regression (no gradients). ES started from the imitating cell
-    fine-tunes it with the smaller ``finetune_lr`` and ``finetune_sigma``. Every
-    meta-trained learner is run with ``seeds`` seeds.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    omniglot, digits = omniglot_pool(), digits_pool()
-    test_x, test_y = task_batch(np.random.default_rng(999), digits, test_tasks)
-    train_x, train_y = task_batch(np.random.default_rng(998), omniglot, test_tasks)
-    sgd_lr, adam_lr = tune_lr(optax.sgd, omniglot), tune_lr(optax.adam, omniglot)
-    # online SGD in VS-ML's parametrisation (logits = mean_i x_i w_ij) with the tuned rate
-    imitated_lr = sgd_lr * N_IN
-    results: dict[str, Any] = {"learners": {}, "meta_training": {}}
 
-    def record(name, learner, per_seed_params, histories=None):
-        digits_acc = np.stack(
-            [curves(learner, p, test_x, test_y, s)[1] for s, p in enumerate(per_seed_params)]
-        )
-        omniglot_acc = np.stack(
-            [curves(learner, p, train_x, train_y, s)[1] for s, p in enumerate(per_seed_params)]
-        )
-        results["learners"][name] = {
-            "digits_accuracy_mean": digits_acc.mean(0).tolist(),
-            "digits_accuracy_std": digits_acc.std(0).tolist(),
-            "digits_final_accuracy": float(digits_acc[:, -10:].mean()),
-            "digits_final_accuracy_per_seed": digits_acc[:, -10:].mean(1).tolist(),
-            "omniglot_final_accuracy": float(omniglot_acc[:, -10:].mean()),
-        }
-        if histories is not None:
-            results["meta_training"][name] = histories
+class Context:
+    """What every family needs: the config, the pools, the tuned rates, a monitor."""
 
-    record("online SGD (tuned lr)", linear_learner(optax.sgd(sgd_lr)), [None])
-    record("online Adam (tuned lr)", linear_learner(optax.adam(adam_lr)), [None])
-    record(
-        "VS-ML, hand-set to SGD",
-        vsml_learner,
-        [vsml.sgd_handset_meta_params(lr=imitated_lr, config=CONFIG)],
+    def __init__(self, config: Config):
+        self.config = config
+        self.omniglot, self.digits = tasks.omniglot_pool(), tasks.digits_pool()
+        self.test = tasks.task_batch(np.random.default_rng(999), self.digits, config.test_tasks)
+        self.train = tasks.task_batch(np.random.default_rng(998), self.omniglot, config.test_tasks)
+        self._rates: dict[str, float] = {}
+
+    def rate(self, name: str) -> float:
+        if name not in self._rates:
+            self._rates[name] = tune_lr({"sgd": optax.sgd, "adam": optax.adam}[name], self.omniglot)
+        return self._rates[name]
+
+    def monitor(self, learner: nets.Learner, seed: int) -> Callable[[Any], float]:
+        """Digits accuracy over the last 10 examples, on the meta-test tasks (jitted once)."""
+        keys = jax.random.split(jax.random.key(seed), self.test[0].shape[0])
+
+        @jax.jit
+        def last10(params):
+            _, correct = jax.vmap(lambda k, x, y: learner(params, k, x, y))(keys, *self.test)
+            return correct[:, -10:].mean()
+
+        return lambda params: float(last10(params))
+
+
+def _es(ctx: Context, learner, params, seed, *, lr, sigma=None, steps=None, loss=None, desc):
+    c = ctx.config
+    return es_meta_train(
+        online_cross_entropy(learner) if loss is None else loss,
+        params,
+        ctx.omniglot,
+        seed=seed,
+        steps=c.steps if steps is None else steps,
+        population=c.population,
+        tasks_per_step=c.tasks_per_step,
+        lr=lr,
+        sigma=c.sigma if sigma is None else sigma,
+        monitor=ctx.monitor(learner, seed),
+        eval_every=c.eval_every,
+        desc=desc,
     )
+
+
+def _grad(ctx: Context, learner, params, seed, *, steps, tasks_per_step, loss=None, desc):
+    return gradient_meta_train(
+        online_cross_entropy(learner) if loss is None else loss,
+        params,
+        ctx.omniglot,
+        seed=seed,
+        steps=steps,
+        tasks_per_step=tasks_per_step,
+        lr=ctx.config.grad_lr,
+        monitor=ctx.monitor(learner, seed),
+        eval_every=ctx.config.eval_every,
+        desc=desc,
+    )
+
+
+def train_linear(ctx: Context, name: str, seed: int):
+    """Tuned online SGD / Adam on a linear layer: nothing to meta-train but the rate."""
+    del seed
+    make = {"sgd": optax.sgd, "adam": optax.adam}[name]
+    return nets.linear_learner(make(ctx.rate(name)), num_classes=WAY), None, {}
+
+
+def train_handset(ctx: Context, name: str, seed: int):
+    """The hand-set SGD cell with the tuned SGD rate, in VS-ML's parametrisation."""
+    del name, seed
+    config = vsml_config(ctx.config.init)
+    meta = vsml.sgd_handset_meta_params(lr=ctx.rate("sgd") * N_IN, config=config)
+    return nets.vsml_learner(num_classes=WAY, config=config), meta, {}
+
+
+def train_from_scratch(ctx: Context, name: str, seed: int):
+    """ES from scratch on the online cross-entropy (VS-ML, meta-RNN, Hebbian)."""
+    c, key = ctx.config, jax.random.key(seed)
+    if name in ("vsml-es", "vsml-es-legacy"):
+        config = vsml_config("legacy" if name == "vsml-es-legacy" else c.init)
+        learner = nets.vsml_learner(num_classes=WAY, config=config)
+        params, lr = vsml.init_meta_params(key, config), c.vsml_lr
+    elif name == "meta-rnn-es":
+        learner = nets.meta_rnn_learner(num_classes=WAY)
+        params, lr = nets.init_meta_rnn(key, n_in=N_IN, num_classes=WAY), c.meta_rnn_lr
+    else:
+        learner = nets.hebbian_learner(num_classes=WAY)
+        params, lr = nets.init_hebbian(key, n_in=N_IN, num_classes=WAY), c.hebbian_lr
+    params, log = _es(ctx, learner, params, seed, lr=lr, desc=f"{name}, seed {seed}")
+    return learner, params, log
+
+
+def train_by_gradient(ctx: Context, name: str, seed: int):
+    """Adam on the gradient of the same online cross-entropy (same steps, tasks per step)."""
+    c, key = ctx.config, jax.random.key(seed)
+    if name == "vsml-grad":
+        config = vsml_config(c.init)
+        learner = nets.vsml_learner(num_classes=WAY, config=config)
+        params = vsml.init_meta_params(key, config)
+    else:
+        learner = nets.meta_rnn_learner(num_classes=WAY)
+        params = nets.init_meta_rnn(key, n_in=N_IN, num_classes=WAY)
+    params, log = _grad(
+        ctx, learner, params, seed, steps=c.steps, tasks_per_step=c.tasks_per_step,
+        desc=f"{name}, seed {seed}",
+    )  # fmt: skip
+    return learner, params, log
+
+
+def train_imitation(ctx: Context, name: str, seed: int):
+    """Backprop in forward mode: regression onto online SGD, by gradient or ES, then ES."""
+    c, key = ctx.config, jax.random.key(seed)
+    config = vsml_config(c.init)
+    learner = nets.vsml_learner(num_classes=WAY, config=config)
+    lr = ctx.rate("sgd") * N_IN
 
     def imitation(meta, key, x, y):
-        return vsml.imitation_loss(meta, key, x, y, num_classes=WAY, lr=imitated_lr, config=CONFIG)
+        return vsml.imitation_loss(meta, key, x, y, num_classes=WAY, lr=lr, config=config)
 
-    imitators, imitation_histories = [], []
-    for seed in range(seeds):
-        meta, history = gradient_meta_train(
-            imitation,
-            vsml.init_meta_params(jax.random.key(seed), CONFIG),
-            omniglot,
-            seed=seed,
-            steps=regression_steps,
-            tasks_per_step=regression_tasks,
-            desc=f"VS-ML imitating SGD, seed {seed}",
-        )
-        imitators.append(meta)
-        imitation_histories.append(history)
-    record(IMITATION, vsml_learner, imitators)
-    results["imitation_loss"] = imitation_histories
+    if name == "vsml-imitation-es":
+        params, log = _es(
+            ctx, learner, vsml.init_meta_params(key, config), seed, lr=c.vsml_lr,
+            steps=c.imitation_es_steps, loss=imitation, desc=f"{name}, seed {seed}",
+        )  # fmt: skip
+        return learner, params, log
+    params, log = _grad(
+        ctx, learner, vsml.init_meta_params(key, config), seed, steps=c.regression_steps,
+        tasks_per_step=c.regression_tasks, loss=imitation, desc=f"vsml-imitation, seed {seed}",
+    )  # fmt: skip
+    if name == "vsml-imitation-finetune":
+        params, log = _es(
+            ctx, learner, params, seed, lr=c.finetune_lr, sigma=c.finetune_sigma,
+            desc=f"{name}, seed {seed}",
+        )  # fmt: skip
+    return learner, params, log
 
-    imitation_by_es = [
-        meta_train(
-            imitation,
-            vsml.init_meta_params(jax.random.key(seed), CONFIG),
-            omniglot,
-            seed=seed,
-            steps=imitation_es_steps,
-            population=population,
-            tasks_per_step=tasks_per_step,
-            desc=f"VS-ML imitating SGD by ES, seed {seed}",
-            fitness="value",
-        )
-        for seed in range(seeds)
-    ]
-    record(IMITATION_ES, vsml_learner, [p for p, _ in imitation_by_es])
-    results["imitation_loss_es"] = [h for _, h in imitation_by_es]
 
-    es_runs = (  # name, learner, initial params, (Adam lr, sigma)
-        (
-            "VS-ML, regression imitation + ES",
-            vsml_learner,
-            lambda seed: imitators[seed],
-            (finetune_lr, finetune_sigma),
-        ),
-        (
-            "VS-ML, ES from scratch",
-            vsml_learner,
-            lambda seed: vsml.init_meta_params(jax.random.key(seed), CONFIG),
-            (0.03, 0.05),
-        ),
-        (
-            "meta-RNN, ES from scratch",
-            meta_rnn_learner,
-            lambda seed: init_meta_rnn(jax.random.key(seed)),
-            (0.03, 0.05),
-        ),
+FAMILIES = {
+    "sgd": train_linear,
+    "adam": train_linear,
+    "vsml-handset": train_handset,
+    "vsml-es": train_from_scratch,
+    "vsml-es-legacy": train_from_scratch,
+    "meta-rnn-es": train_from_scratch,
+    "hebbian-es": train_from_scratch,
+    "vsml-grad": train_by_gradient,
+    "meta-rnn-grad": train_by_gradient,
+    "vsml-imitation": train_imitation,
+    "vsml-imitation-es": train_imitation,
+    "vsml-imitation-finetune": train_imitation,
+}
+
+
+# ----------------------------------------------------------------------------
+# Parts, the gathered result file, and the plot.
+
+
+def command_line(config: Config, out_dir: str | Path, name: str = "vsml") -> str:
+    """The ``esmeta experiment`` call that reproduces ``config`` (fields off their defaults)."""
+    parts = [f"esmeta experiment {name} --out {out_dir}"]
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value != field.default:
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            parts.append(f"--{field.name.replace('_', '-')} {text}")
+    return " ".join(parts)
+
+
+def part_path(out_dir: str | Path, name: str, seed: int) -> Path:
+    return Path(out_dir) / "parts" / name / f"seed{seed}.json"
+
+
+def save_params(path: Path, params: Any) -> None:
+    """Trained parameters beside their part: a flat ``.npz`` of the dict's arrays."""
+    if params is not None:
+        np.savez(path.with_suffix(".npz"), **{k: np.asarray(v) for k, v in params.items()})
+
+
+def load_params(path: str | Path) -> dict[str, jax.Array]:
+    """Parameters saved by ``save_params`` (give the part's ``.json`` or ``.npz`` path)."""
+    with np.load(Path(path).with_suffix(".npz")) as data:
+        return {k: jnp.asarray(data[k]) for k in data.files}
+
+
+def run_part(ctx: Context, out_dir: Path, name: str, seed: int) -> dict[str, Any]:
+    """Trains and tests one (learner, seed); writes its part and parameters."""
+    start = time.perf_counter()
+    learner, params, log = FAMILIES[name](ctx, name, seed)
+    train_wall = time.perf_counter() - start
+    digits_loss, digits_acc = curves(learner, params, *ctx.test, seed)
+    _, omniglot_acc = curves(learner, params, *ctx.train, seed)
+    path = part_path(out_dir, name, seed)
+    payload = {
+        "learner": name,
+        "name": NAMES[name],
+        "seed": seed,
+        "train_wall_s": round(train_wall, 1),
+        "digits_accuracy": digits_acc.tolist(),
+        "digits_loss": digits_loss.tolist(),
+        "digits_last10": float(digits_acc[-10:].mean()),
+        "omniglot_last10": float(omniglot_acc[-10:].mean()),
+        "meta_training": log,
+        "num_params": 0 if params is None else vsml.num_meta_params(params),
+        "sgd_lr": ctx.rate("sgd"),
+        "adam_lr": ctx.rate("adam"),
+    }
+    report.write_result(
+        path,
+        payload,
+        config=dataclasses.replace(ctx.config, learners=(name,), seeds=(seed,)),
+        command=command_line(ctx.config, out_dir),
+        wall_s=time.perf_counter() - start,
     )
-    for name, learner, init, (lr, sigma) in es_runs:
-        trained = [
-            meta_train(
-                learner,
-                init(seed),
-                omniglot,
-                seed=seed,
-                steps=steps,
-                population=population,
-                tasks_per_step=tasks_per_step,
-                lr=lr,
-                sigma=sigma,
-                desc=f"{name}, seed {seed}",
-            )
-            for seed in range(seeds)
-        ]
-        record(name, learner, [p for p, _ in trained], [h for _, h in trained])
+    save_params(path, params)
+    return payload
 
-    def online_cross_entropy(params, key, x, y):
-        return meta_rnn_learner(params, key, x, y)[0].mean()
 
-    trained = [
-        gradient_meta_train(
-            online_cross_entropy,
-            init_meta_rnn(jax.random.key(seed)),
-            omniglot,
-            seed=seed,
-            steps=meta_rnn_steps,
-            tasks_per_step=regression_tasks,
-            desc=f"meta-RNN by gradient, seed {seed}",
-        )
-        for seed in range(seeds)
-    ]
-    record(
-        "meta-RNN, gradient descent",
-        meta_rnn_learner,
-        [p for p, _ in trained],
-        [h for _, h in trained],
+def gather(out_dir: str | Path) -> dict[str, Any]:
+    """All parts under ``out_dir``: per learner, curves over seeds and per-seed figures."""
+    learners: dict[str, Any] = {}
+    for name, title in NAMES.items():
+        paths = sorted((Path(out_dir) / "parts" / name).glob("seed*.json"))
+        if not paths:
+            continue
+        parts = [report.load_json(p) for p in paths]
+        acc = np.array([p["digits_accuracy"] for p in parts])
+        learners[name] = {
+            "name": title,
+            "seeds": [p["seed"] for p in parts],
+            "digits_accuracy_mean": acc.mean(0).tolist(),
+            "digits_accuracy_std": acc.std(0).tolist(),
+            "digits_last10_per_seed": [p["digits_last10"] for p in parts],
+            "digits_last10": float(np.mean([p["digits_last10"] for p in parts])),
+            "digits_first10": float(acc[:, :10].mean()),
+            "omniglot_last10": float(np.mean([p["omniglot_last10"] for p in parts])),
+            "meta_training": [p["meta_training"] for p in parts],
+            "train_wall_s_per_seed": [p["train_wall_s"] for p in parts],
+            "num_params": parts[0]["num_params"],
+            "parts": [
+                {
+                    "file": str(path),
+                    "command": p["command"],
+                    "wall_s": p["wall_s"],
+                    "git_commit": p["provenance"]["git_commit"],
+                    "config": p["config"],
+                }
+                for path, p in zip(paths, parts, strict=True)
+            ],  # fmt: skip
+        }
+    return learners
+
+
+def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
+    """Trains the missing (learner, seed) parts, then gathers all parts under ``out_dir``.
+
+    Writes ``parts/<learner>/seed<k>.json`` (+ ``.npz``), ``generalisation.json`` and
+    ``generalisation.png`` under ``out_dir``; returns the gathered result.
+    """
+    validate_config(config)
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    ctx = Context(config)
+    for name in config.learners:
+        for seed in (0,) if name in UNSEEDED else config.seeds:
+            if config.redo or not part_path(out_dir, name, seed).exists():
+                run_part(ctx, out_dir, name, seed)
+    payload = {
+        "setting": f"{WAY}-way, {LENGTH} examples per episode, {N_IN} random-projection "
+        "inputs; meta-trained on Omniglot (Vinyals train), tested on digits",
+        "digits_last10": "mean online accuracy over the last 10 of the 50 examples, "
+        f"{config.test_tasks} digits tasks",
+        "learners": gather(out_dir),
+    }
+    result = report.write_result(
+        out_dir / "generalisation.json",
+        payload,
+        config=config,
+        command=command_line(config, out_dir),
+        wall_s=time.perf_counter() - start,
     )
-    results.update(
-        command="esmeta experiment vsml",
-        setting=f"{WAY}-way, {LENGTH} examples per episode, {N_IN} random-projection inputs",
-        seeds=seeds,
-        steps=steps,
-        population=population,
-        tasks_per_step=tasks_per_step,
-        regression_steps=regression_steps,
-        regression_tasks=regression_tasks,
-        meta_rnn_steps=meta_rnn_steps,
-        imitation_es_steps=imitation_es_steps,
-        finetune_lr=finetune_lr,
-        finetune_sigma=finetune_sigma,
-        test_tasks=test_tasks,
-        sgd_lr=sgd_lr,
-        adam_lr=adam_lr,
-        imitated_lr=imitated_lr,
-        vsml_meta_params=vsml.num_meta_params(vsml.init_meta_params(jax.random.key(0), CONFIG)),
-        meta_rnn_params=vsml.num_meta_params(init_meta_rnn(jax.random.key(0))),
-        wall_s=round(time.perf_counter() - start, 1),
-    )
-    (out_dir / "generalisation.json").write_text(json.dumps(results, indent=1))
-    plot(results, out_dir / "generalisation.png")
-    return results
+    plot(result, out_dir / "generalisation.png")
+    return result
 
 
 def plot_curves(ax: Any, results: dict[str, Any], names: Sequence[str], window: int = 5) -> None:
     """Online digits accuracy against examples seen (moving average), mean +- std over seeds."""
-    colours = {name: f"C{k}" for k, name in enumerate(results["learners"])}
+    colours = {name: f"C{k % 10}" for k, name in enumerate(NAMES)}
     for name in names:
         r = results["learners"][name]
         mean, std = np.array(r["digits_accuracy_mean"]), np.array(r["digits_accuracy_std"])
         kernel = np.ones(window) / window
         smooth = np.convolve(mean, kernel, mode="valid")
         xs = np.arange(len(smooth)) + window
-        ax.plot(xs, smooth, label=name, color=colours[name], ls="--" if "hand-set" in name else "-")
+        style = "--" if "handset" in name else "-"
+        ax.plot(xs, smooth, label=NAMES[name], color=colours[name], ls=style)
         if std.any():
             spread = np.convolve(std, kernel, mode="valid")
             ax.fill_between(xs, smooth - spread, smooth + spread, color=colours[name], alpha=0.15)
@@ -466,32 +569,32 @@ def plot_curves(ax: Any, results: dict[str, Any], names: Sequence[str], window: 
 
 
 def plot(results: dict[str, Any], out: str | Path | None = None) -> Any:
-    """Three panels: backprop in forward mode, generalisation to digits, meta-training."""
+    """Three panels: backprop in forward mode, generalisation to digits, meta-test curves."""
     import matplotlib.pyplot as plt
 
+    learners = results["learners"]
     fig, (ax_bp, ax_gen, ax_meta) = plt.subplots(1, 3, figsize=(15, 4))
-    plot_curves(ax_bp, results, [n for n in BACKPROP_PANEL if n in results["learners"]])
+    plot_curves(ax_bp, results, [n for n in BACKPROP_PANEL if n in learners])
     ax_bp.set_title("backprop in forward mode (digits)", fontsize=9)
-    others = [n for n in results["learners"] if n not in BACKPROP_PANEL[1:]]
+    others = [n for n in learners if n not in BACKPROP_PANEL[1:]]
     plot_curves(ax_gen, results, others)
     ax_gen.set_title("meta-trained on Omniglot, tested on unseen digits", fontsize=9)
-    colours = {name: f"C{k}" for k, name in enumerate(results["learners"])}
-    for name, histories in results["meta_training"].items():
-        for k, h in enumerate(histories):
-            window = max(1, len(h) // 25)  # running mean: ES losses are noisy
-            smooth = np.convolve(h, np.ones(window) / window, mode="valid")
-            ax_meta.plot(
-                np.arange(window, len(h) + 1), smooth, color=colours[name], alpha=0.7,
-                label=name if k == 0 else None,
-            )  # fmt: skip
-    ax_meta.set(
-        xscale="log",
-        xlabel="meta-training step (ES or Adam)",
-        ylabel="online cross-entropy (Omniglot), running mean",
-    )
-    ax_meta.axhline(np.log(WAY), color="grey", lw=0.8, label="chance")
+    for k, name in enumerate(NAMES):
+        for s, log in enumerate(learners.get(name, {}).get("meta_training", [])):
+            if log.get("eval"):
+                ax_meta.plot(
+                    log["eval_step"], log["eval"], color=f"C{k % 10}", alpha=0.7,
+                    label=NAMES[name] if s == 0 else None,
+                )  # fmt: skip
+    ax_meta.set(xlabel="meta-training step", ylabel="digits accuracy, last 10 of 50", ylim=(0, 1))
+    ax_meta.axhline(1 / WAY, color="grey", lw=0.8)
     ax_meta.legend(fontsize=7)
     fig.tight_layout()
     if out is not None:
         fig.savefig(out, dpi=120)
     return fig
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The README's VS-ML table from a gathered ``generalisation.json`` (``report.vsml_rows``)."""
+    return report.table(report.VSML_HEADERS, report.vsml_rows(result))

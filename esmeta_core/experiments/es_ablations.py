@@ -1,0 +1,135 @@
+"""Which ES options make each step count: short ES-ProtoNet runs, one change per row.
+
+Every row is the ``main`` preset as committed before issue 17
+(``configs.MAIN_BEFORE_ISSUE_17``: Conv4-16, N = 64, 5-way 5-shot) with a few
+fields changed, trained for ``steps`` steps with each seed and tested on
+``eval_episodes`` test episodes. Rows are compared at equal steps, so at equal
+member evaluations (N x steps) and, since no option changes the work per step,
+at about equal compute.
+
+  esmeta experiment es-ablations --out results/protonet   # writes .../ablations.json
+
+Each run lives in ``<out_dir>/ablations/<row>/s<seed>/``; a finished one is not trained
+again, so the table can be extended a few rows at a time (``--rows``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esmeta_core.configs import MAIN_BEFORE_ISSUE_17
+from esmeta_core.train import train_and_evaluate
+
+# row name -> TrainConfig fields changed from ``configs.MAIN_BEFORE_ISSUE_17``.
+ROWS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "cosine_lr": {"lr_schedule": "cosine", "lr_final_fraction": 0.1},
+    "unit_kernels": {"unit_kernels": True},
+    "no_conv_bias_noise": {"perturb_conv_bias": False},
+    "relative_sigma": {"relative_sigma": True},
+    "adamw_0.1": {"weight_decay": 0.1},
+    "pair_z_score": {"shaping": "pair_z_score"},
+    "adam_b1_0.99": {"adam_b1": 0.99},
+    "unit_kernels+cosine+no_bias": {
+        "unit_kernels": True,
+        "lr_schedule": "cosine",
+        "lr_final_fraction": 0.1,
+        "perturb_conv_bias": False,
+    },
+    "all+adam_b1_0.99": {
+        "unit_kernels": True,
+        "lr_schedule": "cosine",
+        "lr_final_fraction": 0.1,
+        "perturb_conv_bias": False,
+        "adam_b1": 0.99,
+    },
+}
+# The order the committed table was run in (most informative first).
+ORDER = (
+    "baseline",
+    "adam_b1_0.99",
+    "unit_kernels+cosine+no_bias",
+    "all+adam_b1_0.99",
+    "cosine_lr",
+    "unit_kernels",
+    "pair_z_score",
+    "relative_sigma",
+    "adamw_0.1",
+    "no_conv_bias_noise",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The committed run's settings (``results/protonet/ablations.json``)."""
+
+    rows: tuple[str, ...] = ORDER
+    seeds: tuple[int, ...] = (0, 1)
+    steps: int = 200
+    eval_episodes: int = 300
+
+
+def train_config(config: Config, row: str, seed: int):
+    """The pre-issue-17 ``main`` preset with ``row``'s changes, ``config.steps`` steps."""
+    if row not in ROWS:
+        raise ValueError(f"Unknown row {row!r}; choose from {sorted(ROWS)}.")
+    return dataclasses.replace(
+        MAIN_BEFORE_ISSUE_17,
+        **ROWS[row],
+        steps=config.steps,
+        seed=seed,
+        eval_episodes=config.eval_episodes,
+        checkpoint_every=50,
+    )
+
+
+def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
+    """Trains every (row, seed) not yet trained and writes ``ablations.json``."""
+    from esmeta_core import report
+
+    out_dir = Path(out_dir)
+    wall0 = time.perf_counter()
+    rows = []
+    for row in config.rows:
+        per_seed = []
+        for seed in config.seeds:
+            workdir = out_dir / "ablations" / row / f"s{seed}"
+            if (workdir / "summary.json").exists():
+                summary = report.load_json(workdir / "summary.json")
+            else:
+                summary = train_and_evaluate(
+                    train_config(config, row, seed),
+                    workdir,
+                    resume=workdir.exists(),
+                    progress=False,
+                )
+            result = summary["eval"]["5w5s"]
+            per_seed.append({"seed": seed, **result, "train_wall_s": summary["train_wall_s"]})
+            print(row, per_seed[-1], flush=True)
+        accs = np.array([r["accuracy"] for r in per_seed])
+        rows.append(
+            {
+                "row": row,
+                "changes": ROWS[row],
+                "seeds": per_seed,
+                "mean": float(accs.mean()),
+                "std": float(accs.std(ddof=1)) if len(accs) > 1 else float("nan"),
+            }
+        )
+    payload = {
+        "base": "main preset (Conv4-16, N = 64, sigma 0.01, lr 3e-3, 5 training queries)",
+        "steps": config.steps,
+        "rows": rows,
+    }
+    return report.write_result(
+        out_dir / "ablations.json",
+        payload,
+        config=config,
+        command="esmeta experiment es-ablations --out results/protonet",
+        wall_s=round(time.perf_counter() - wall0, 1),
+    )

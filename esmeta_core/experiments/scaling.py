@@ -1,0 +1,151 @@
+"""ES-ProtoNet accuracy against member evaluations, an extrapolation, and a TPU estimate.
+
+Reads the committed ES runs (``results/protonet``: the main run, the sweep, and
+any later ES run with a ``summary.json``), puts each at its number of member
+evaluations ``N x steps``, and fits a power law to the test error of the Conv4-16
+runs of the pre-issue-17 preset,
+
+.. math::  1 - \\mathrm{acc} \\approx a \\, E^{-b}  \\quad (E = \\text{member evaluations}),
+
+to say how many evaluations 98.4 % (Sheng & He 2022) would need on that curve.
+The TPU time of the ``es-5w5s-conv4-64`` preset is an **estimate**: XLA's cost
+analysis counts the FLOPs of one member's forward pass here, and the assumed
+peak and utilisation of a TPU v5e chip (below, in the result file) turn them into
+seconds. Nothing is measured on a TPU.
+
+  esmeta experiment scaling --out results/protonet   # writes results/protonet/scaling.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Inputs of the fit and the TPU estimate (assumptions named as such)."""
+
+    results: tuple[str, ...] = ("results/protonet", "results/tuning")
+    target: float = 0.984
+    # TPU v5e: 197 TFLOP/s bf16 peak per chip (Google Cloud's published figure). f32
+    # convolutions are assumed to run as 3 bf16 passes, at an assumed 30 % utilisation
+    # for these small convolutions.
+    tpu_peak_flops: float = 197e12
+    f32_passes: int = 3
+    utilisation: float = 0.3
+    preset: str = "es-5w5s-conv4-64"
+
+
+def member_flops(width: int, *, way: int = 5, shot: int = 5, query: int = 5) -> float:
+    """FLOPs of one member's episode loss (one forward pass), from XLA's cost analysis."""
+    import jax
+
+    from esmeta_core import protonet
+
+    model = protonet.Conv4(width)
+    params = protonet.init_params(jax.random.key(0), model)
+    spec = protonet.episode_spec(way, shot, query)
+    compiled = (
+        jax.jit(lambda p, e: protonet.episode_loss(model, p, e, way=way))
+        .lower(params, spec)
+        .compile()
+    )
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"])
+
+
+def es_points(root: Path) -> list[dict[str, Any]]:
+    """(run, width, member evaluations, accuracy) of every ES run under ``root``."""
+    import json
+
+    points = []
+    for path in sorted(root.glob("**/summary.json")):
+        if "checkpoint" in path.name:
+            continue
+        summary = json.loads(path.read_text())
+        config = summary["config"]
+        if config.get("method") != "es" or "5w5s" not in summary["eval"]:
+            continue
+        points.append(
+            {
+                "run": str(path.parent),
+                "lr": config["lr"],
+                "width": config["width"],
+                "population": config["population"],
+                "steps": config["steps"],
+                "member_evaluations": config["population"] * config["steps"],
+                "accuracy": summary["eval"]["5w5s"]["accuracy"],
+                "new_options": bool(
+                    config.get("unit_kernels") or config.get("adam_b1", 0.9) != 0.9
+                ),
+                "train_wall_s": summary.get("train_wall_s"),
+            }
+        )
+    return points
+
+
+def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
+    """Writes ``scaling.json``: the points, the power-law fit and the TPU estimate."""
+    from esmeta_core import report
+    from esmeta_core.configs import PRESETS
+
+    wall0 = time.perf_counter()
+    points = [p for root in config.results for p in es_points(Path(root))]
+    fit_points = [
+        p
+        for p in points
+        if p["width"] == 16
+        and p["lr"] == 3e-3
+        and not p["new_options"]
+        and "ablations" not in p["run"]
+    ]
+    evals = np.array([p["member_evaluations"] for p in fit_points], float)
+    errors = np.array([1 - p["accuracy"] for p in fit_points])
+    slope, intercept = np.polyfit(np.log(evals), np.log(errors), 1)  # log err = i + s log E
+    needed = float(np.exp((np.log(1 - config.target) - intercept) / slope))
+    preset = PRESETS[config.preset]
+    flops_member = member_flops(preset.width, query=preset.query)
+    step_flops = flops_member * preset.population
+    effective = config.tpu_peak_flops / config.f32_passes * config.utilisation
+    preset_s = preset.steps * step_flops / effective
+    payload = {
+        "points": points,
+        "fit": {
+            "runs": [p["run"] for p in fit_points],
+            "model": "1 - accuracy = a * evaluations**(-b), Conv4-16, pre-issue-17 preset",
+            "a": float(np.exp(intercept)),
+            "b": float(-slope),
+            "target": config.target,
+            "evaluations_for_target": needed,
+        },
+        "tpu_estimate": {
+            "preset": config.preset,
+            "member_flops_xla": flops_member,
+            "member_evaluations": preset.population * preset.steps,
+            "effective_flops_per_chip": effective,
+            "seconds_1_chip": preset_s,
+            "seconds_8_chips": preset_s / 8,
+            "assumptions": (
+                "FLOPs of one member's forward pass from XLA's cost analysis on CPU; "
+                "noise generation and the weighted sum neglected; TPU v5e 197 TFLOP/s "
+                "bf16 peak, f32 as 3 bf16 passes, 30 % utilisation, perfect scaling to 8 "
+                "chips (only scalars cross chips). A compute-bound lower bound: members "
+                "evaluated one after another in small convolutions are usually "
+                "latency-bound, so a real run can be several times slower. An estimate, "
+                "not a measurement."
+            ),
+        },
+    }
+    return report.write_result(
+        Path(out_dir) / "scaling.json",
+        payload,
+        config=config,
+        command="esmeta experiment scaling --out results/protonet",
+        wall_s=time.perf_counter() - wall0,
+    )
