@@ -104,7 +104,7 @@ class TrainConfig:
         # JSON writes 0.001 but also 1 for a float field: floats stay floats.
         floats = {k: float(v) for k, v in data.items() if known[k].type == "float" and _is_int(v)}
         config = cls(**{**data, **floats})
-        check_fields(config)
+        validate_fields(config)
         return config
 
     @classmethod
@@ -300,7 +300,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
 }
 
 
-def check_fields(config: TrainConfig) -> None:
+def validate_fields(config: TrainConfig) -> None:
     """Checks every field on its own (type and range) against :data:`RULES`.
 
     Raises:
@@ -325,7 +325,7 @@ def validate_config(config: TrainConfig, num_devices: int = 1) -> None:
     Raises:
       ConfigError: (a ``ValueError``) naming the field and the allowed range.
     """
-    check_fields(config)
+    validate_fields(config)
     train_way = config.train_way or config.way
     for split_field, way_field, way in (
         ("split", "train_way" if config.train_way else "way", train_way),
