@@ -44,13 +44,7 @@ def protonet_fitness(width: int = 64, *, way: int = 5, query_chunk: int | None =
 
 def time_call(fn, *args, repeats: int = 3) -> float:
     """Median wall time in seconds of ``fn(*args)`` after one warm-up (compile) call."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(time_calls(fn, *args, repeats=repeats))
 
 
 def time_calls(fn, *args, repeats: int = 5) -> list[float]:
