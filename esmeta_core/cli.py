@@ -113,6 +113,18 @@ def _parse_settings(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
+def _int_or_auto(text: str) -> int | str:
+    """An argparse type: ``auto`` or a whole number (the config check says which range)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number or 'auto', got {text!r}"
+        ) from None
+
+
 def _positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1."""
     try:
@@ -166,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         annotation = str(fields[name].type)
         kind = _bool if annotation == "bool" else float if annotation == "float" else int
         kind = str if annotation == "str" else kind
+        kind = _int_or_auto if annotation == "int | str" else kind
         train.add_argument(
             f"--{name.replace('_', '-')}",
             type=kind,

@@ -70,7 +70,7 @@ class TrainConfig:
     unit_kernels: bool = False
     population: int = 64
     sigma: float = 0.01
-    chunk_size: int = 1
+    chunk_size: int | str = 1
     communication: str = "psum"
     shaping: str = "centered_rank"
     relative_sigma: bool = False
@@ -234,6 +234,13 @@ def _integer(minimum: int, *, optional: bool = False) -> Callable[[Any], str | N
     return rule
 
 
+def _integer_or_auto(value: Any) -> str | None:
+    """``chunk_size``: a whole number >= 1, or ``"auto"`` (see es.resolve_chunk_size)."""
+    if value == "auto" or (_is_int(value) and value >= 1):
+        return None
+    return "must be a whole number >= 1 or 'auto'"
+
+
 def _positive_finite(value: Any) -> str | None:
     if not _is_number(value) or not math.isfinite(value) or value <= 0:
         return "must be a finite number > 0"
@@ -281,7 +288,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "lr_halving_every": _integer(1),
     "population": _integer(1),
     "sigma": _positive_finite,
-    "chunk_size": _integer(1),
+    "chunk_size": _integer_or_auto,
     "communication": _one_of(COMMUNICATIONS),
     "query_chunk": _integer(1, optional=True),
     "eval_episodes": _integer(1),

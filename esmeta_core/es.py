@@ -63,7 +63,9 @@ class ESConfig(NamedTuple):
         ``"pair_z_score"`` (antithetic differences over their root mean square; see
         :func:`pair_weights`).
       chunk_size: directions evaluated together with ``vmap`` inside ``lax.map``
-        (1: one at a time; the population per device: all at once).
+        (1: one at a time; the population per device: all at once), or ``"auto"``:
+        1 on a CPU, and on a GPU/TPU the largest chunk whose compiled temporaries
+        fit :data:`AUTO_CHUNK_BUDGET_BYTES` (see :func:`resolve_chunk_size`).
       communication: ``"psum"`` or ``"regenerate"`` (see the module docstring).
     """
 
@@ -71,8 +73,12 @@ class ESConfig(NamedTuple):
     sigma: float = 0.01
     antithetic: bool = True
     shaping: str = "centered_rank"
-    chunk_size: int = 1
+    chunk_size: int | str = 1
     communication: str = "psum"
+
+
+# The memory budget of chunk_size="auto": XLA temporaries per device of one ES step.
+AUTO_CHUNK_BUDGET_BYTES = 4 * 2**30
 
 
 class ESStats(NamedTuple):
@@ -118,8 +124,14 @@ def validate_config(config: ESConfig, num_devices: int = 1) -> None:
         raise ValueError(
             f"communication must be one of {COMMUNICATIONS}, got {config.communication!r}."
         )
-    if not isinstance(config.chunk_size, int) or config.chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {config.chunk_size!r}.")
+    if config.chunk_size != "auto" and (
+        not isinstance(config.chunk_size, int)
+        or isinstance(config.chunk_size, bool)
+        or config.chunk_size < 1
+    ):
+        raise ValueError(
+            f"chunk_size must be a positive integer or 'auto', got {config.chunk_size!r}."
+        )
 
 
 # ----------------------------------------------------------------------------
@@ -291,6 +303,8 @@ def es_grad(
     mesh = population_mesh(jax.local_devices()[:1]) if mesh is None else mesh
     num_devices = mesh.shape[POP_AXIS]
     validate_config(config, num_devices)
+    if config.chunk_size == "auto":
+        config = resolve_chunk_size(loss_fn, params, key, *args, config=config, mesh=mesh)
     directions_total = num_directions(config)
     per_device = directions_total // num_devices
     sigma = jnp.float32(config.sigma)
@@ -348,6 +362,62 @@ def es_grad(
         check_vma=False,
     )
     return sharded(params, key, *args)
+
+
+def resolve_chunk_size(
+    loss_fn: Callable[..., jax.Array],
+    params: Any,
+    key: jax.Array,
+    *args: Any,
+    config: ESConfig,
+    mesh: jax.sharding.Mesh | None = None,
+    budget_bytes: int = AUTO_CHUNK_BUDGET_BYTES,
+    backend: str | None = None,
+) -> ESConfig:
+    """``config`` with ``chunk_size="auto"`` replaced by a number (others unchanged).
+
+    On a CPU the answer is 1: ``vmap`` over members turns each convolution into a
+    grouped one, which is slower there (chapter 7). On a GPU or TPU one member at a
+    time leaves the accelerator idle, so the largest power-of-two chunk (up to the
+    members per device) whose compiled program keeps its temporaries within
+    ``budget_bytes`` is chosen, read from XLA's memory analysis of the real step.
+    The gradient does not depend on the chunk size (a test checks it).
+
+    Args:
+      loss_fn, params, key, args: as for :func:`es_grad` (only shapes are used, so
+        tracers inside an outer ``jit`` are fine).
+      budget_bytes: XLA temporaries allowed per device.
+      backend: ``"cpu"``, ``"gpu"`` or ``"tpu"``; default: JAX's default backend.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> config = ESConfig(population=8, chunk_size="auto")
+      >>> loss = lambda p: jnp.sum(p**2)
+      >>> resolve_chunk_size(loss, jnp.zeros(3), jax.random.key(0), config=config,
+      ...                    backend="cpu").chunk_size
+      1
+    """
+    if config.chunk_size != "auto":
+        return config
+    if (backend or jax.default_backend()) == "cpu":
+        return config._replace(chunk_size=1)
+    mesh = population_mesh(jax.local_devices()[:1]) if mesh is None else mesh
+    per_device = num_directions(config) // mesh.shape[POP_AXIS]
+    candidates = sorted({per_device} | {2**k for k in range(per_device.bit_length())}, reverse=True)
+    shapes = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), (params, key, args)
+    )
+    for chunk in candidates:
+        if chunk > per_device:
+            continue
+        trial = config._replace(chunk_size=chunk)
+        step = jax.jit(
+            lambda p, k, a, trial=trial: es_grad(loss_fn, p, k, *a, config=trial, mesh=mesh)
+        )
+        memory = step.lower(*shapes).compile().memory_analysis()
+        if memory is None or memory.temp_size_in_bytes <= budget_bytes:
+            return trial
+    return config._replace(chunk_size=1)
 
 
 def make_es_grad(

@@ -11,7 +11,7 @@ fails on:
 - an image whose file is missing;
 - an internal link to a missing page or to a missing anchor.
 
-It saves one screenshot per page under ``_build/screenshots/`` (look at them).
+It saves one full-page screenshot per page under ``_build/screenshots/`` (look at them).
 Chromium: Debian's ``chromium`` package (``apt-get install -y chromium``).
 """
 
@@ -96,22 +96,21 @@ def render(chromium: str, url: str) -> str:
     return done.stdout
 
 
-def screenshot(chromium: str, url: str, path: Path) -> None:
+def screenshot(chromium: str, url: str, path: Path, *, height: int = 20000) -> None:
+    """The whole page in one PNG: a tall window, cropped below the last content."""
+    command = chromium_command(chromium)
+    command[-1] = f"--window-size=1280,{height}"
     subprocess.run(
-        chromium_command(chromium) + [f"--screenshot={path}", url],
-        capture_output=True,
-        timeout=120,
-        check=True,
+        command + [f"--screenshot={path}", url], capture_output=True, timeout=120, check=True
     )
+    from PIL import Image  # a dependency of matplotlib; only needed here
 
-
-def end_anchor(page: Page) -> str | None:
-    """The page's maths section if it has one, else its summary: what a second shot shows."""
-    for prefix in ("the-maths", "summary"):
-        for anchor in sorted(page.ids):
-            if anchor.startswith(prefix):
-                return anchor
-    return None
+    image = Image.open(path)
+    gray = image.convert("L")
+    bands = range(0, image.height - 200, 20)
+    rows = [y for y in bands if gray.crop((0, y, image.width, y + 20)).getextrema()[0] < 200]
+    if rows:
+        image.crop((0, 0, image.width, min(image.height, rows[-1] + 120))).save(path)
 
 
 def check_page(page: Page, path: Path) -> list[str]:
@@ -172,10 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         problems = check_page(page, path)
         failed += bool(problems)
         screenshot(args.chromium, url, shots / f"{name}.png")
-        anchor = end_anchor(page)
-        if anchor:
-            screenshot(args.chromium, f"{url}#{anchor}", shots / f"{name}-{anchor}.png")
-        print(f"{'FAIL' if problems else 'ok  '} {name}: screenshots {shots}/{name}*.png")
+        print(f"{'FAIL' if problems else 'ok  '} {name}: screenshot {shots / (name + '.png')}")
         for problem in problems[:20]:
             print(f"     {problem}")
     print(f"{len(pages) - failed}/{len(pages)} pages pass", flush=True)

@@ -427,3 +427,30 @@ def test_pair_z_score_is_invariant_to_the_loss_scale():
     g10, _ = es.es_grad(lambda p: 10.0 * loss(p), params, jax.random.key(5), config=config)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g10), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 4, 8, "auto"], ids=lambda c: f"chunk{c}")
+def test_gradient_is_the_same_for_every_chunk_size(chunk_size):
+    loss = lambda p, x: jnp.sum(jnp.tanh(p["w"] @ x) ** 2) + jnp.sum(p["b"] ** 2)
+    params = {"w": jnp.ones((3, 4)) * 0.1, "b": jnp.arange(3.0)}
+    x = jnp.linspace(-1.0, 1.0, 4)
+    key = jax.random.key(7)
+    reference, _ = es.es_grad(loss, params, key, x, config=es.ESConfig(population=16))
+    config = es.ESConfig(population=16, chunk_size=chunk_size)
+    grads, _ = jax.jit(lambda p, k, x: es.es_grad(loss, p, k, x, config=config))(params, key, x)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(reference), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_auto_chunk_is_one_on_cpu_and_fits_the_memory_budget_on_an_accelerator():
+    loss = lambda p: jnp.sum(jnp.sin(p) ** 2)
+    params, key = jnp.zeros(512), jax.random.key(0)
+    auto = es.ESConfig(population=32, chunk_size="auto")
+    resolve = lambda **kw: es.resolve_chunk_size(loss, params, key, config=auto, **kw).chunk_size
+    assert resolve(backend="cpu") == 1
+    assert resolve(backend="tpu", budget_bytes=2**40) == 16  # all 16 directions at once
+    # A budget below one member's temporaries leaves the smallest chunk.
+    assert resolve(backend="tpu", budget_bytes=0) == 1
+    assert (
+        es.resolve_chunk_size(loss, params, key, config=es.ESConfig(chunk_size=4)).chunk_size == 4
+    )
