@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import resource
 import statistics
 import sys
@@ -11,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from esmeta_core import protonet
+from esmeta_core import protonet, report
 from esmeta_core.data import Episode
 from esmeta_core.profiling import compiled_memory
-from esmeta_core.report import provenance
 
+_START = time.perf_counter()  # the benchmark process started about here
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 
 
@@ -46,13 +44,7 @@ def protonet_fitness(width: int = 64, *, way: int = 5, query_chunk: int | None =
 
 def time_call(fn, *args, repeats: int = 3) -> float:
     """Median wall time in seconds of ``fn(*args)`` after one warm-up (compile) call."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(time_calls(fn, *args, repeats=repeats))
 
 
 def time_calls(fn, *args, repeats: int = 5) -> list[float]:
@@ -81,17 +73,20 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def write_result(name: str, rows: list[dict[str, Any]], **extra: Any) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_result(
+    name: str, rows: list[dict[str, Any]], *, config: Any = None, **extra: Any
+) -> Path:
+    """Writes ``results/benchmarks/<name>.json`` through :func:`esmeta_core.report.write_result`.
+
+    ``config`` is the benchmark's settings (its parsed arguments); the wall time
+    is counted from the import of this module, i.e. the whole benchmark process.
+    """
     path = RESULTS / f"{name}.json"
-    payload = {
-        "benchmark": name,
-        "command": " ".join(["python -m benchmarks." + Path(sys.argv[0]).stem, *sys.argv[1:]]),
-        **provenance(),
-        **extra,
-        "rows": rows,
-    }
-    path.write_text(json.dumps(payload, indent=2))
+    payload = {"benchmark": name, **extra, "rows": rows}
+    command = " ".join(["python -m benchmarks." + Path(sys.argv[0]).stem, *sys.argv[1:]])
+    report.write_result(
+        path, payload, config=config, command=command, wall_s=time.perf_counter() - _START
+    )
     print(f"wrote {path}")
     return path
 
@@ -102,7 +97,6 @@ def mib(n: float) -> float:
 
 __all__ = [
     "compiled_memory",
-    "jnp",
     "mib",
     "peak_rss_bytes",
     "protonet_fitness",

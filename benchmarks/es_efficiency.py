@@ -71,6 +71,7 @@ def main() -> None:
     write_result(
         "es_efficiency",
         rows,
+        config=vars(args),
         fitness="ProtoNet Conv4-64, 5-way 5-shot 15-query",
         timing=f"{args.repeats} repeats after one warm-up call: median, min, max",
     )

@@ -113,6 +113,7 @@ def main() -> None:
     write_result(
         "memory_vs_backprop",
         rows,
+        config=vars(args),
         population=args.population,
         model="ProtoNet Conv4-64, 5-way 5-shot, growing queries",
         memory="XLA compiled memory analysis: temporaries + arguments + outputs",

@@ -123,6 +123,7 @@ def main() -> None:
     write_result(
         "vs_evosax",
         rows,
+        config=vars(args),
         evosax_version=getattr(evosax, "__version__", "unknown"),
         fitness="ProtoNet Conv4-64, 5-way 1-shot 1-query, D=111936",
     )

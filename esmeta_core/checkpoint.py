@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import orbax.checkpoint as ocp
 
-from esmeta_core.configs import RESUMABLE, ConfigError, TrainConfig, differences, validate
+from esmeta_core.configs import RESUMABLE, ConfigError, TrainConfig, differences, validate_config
 
 CONFIG = "config.json"  # the run's TrainConfig inside a workdir
 CHECKPOINTS = "checkpoints"  # the folder of orbax steps inside a workdir
@@ -173,7 +173,7 @@ def saved_config(workdir: str | Path) -> TrainConfig | None:
         return None
     config = TrainConfig.load(path)
     try:
-        validate(config)
+        validate_config(config)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}", field=e.field) from None
     return config

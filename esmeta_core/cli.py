@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -22,9 +23,9 @@ from esmeta_core.configs import (
     ConfigError,
     TrainConfig,
     get_preset,
-    validate,
+    validate_config,
 )
-from esmeta_core.data.omniglot import SPLITS
+from esmeta_core.data.omniglot import IMAGES_PER_CHARACTER, SPLITS
 
 # name -> module under esmeta_core.experiments. Each module has a frozen dataclass
 # `Config` and `run(config, out_dir)`; its fields are `esmeta experiment NAME --field v`
@@ -78,7 +79,7 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-MAX_SHOT = 19  # 20 drawings per character: at least one is left for the query
+MAX_SHOT = IMAGES_PER_CHARACTER - 1  # at least one drawing is left for the query
 
 
 def _parse_settings(text: str) -> tuple[tuple[int, int], ...]:
@@ -184,7 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=f"override {name} (preset default: see esmeta_core/configs.py)",
         )
-    del fields
     ev = sub.add_parser("eval", help="test a checkpoint on 5w1s, 5w5s, 20w1s, 20w5s")
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--episodes", type=_positive_int, default=1000)
@@ -271,7 +271,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             )
     changes = {n: getattr(args, n) for n in OVERRIDES if getattr(args, n) is not None}
     config = dataclasses.replace(config, **changes)
-    validate(config)
+    validate_config(config)
     return config
 
 
@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             args.no_progress = True
     from esmeta_core import evaluation, report, train  # JAX; after argument errors
 
+    command = "esmeta " + shlex.join(sys.argv[1:] if argv is None else argv)  # for result files
+
     try:
         if args.command == "train":
             config = config_from_args(args)
@@ -310,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 resume=args.resume,
                 allow_changes=args.allow_config_change,
                 progress=not args.no_progress,
+                command=command,
             )
             print(
                 f"Wrote {args.workdir}/summary.json (train wall time {summary['train_wall_s']} s)"
@@ -336,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 split=args.split,
                 width=args.width,
                 progress=not args.no_progress,
+                command=command,
             )
             for setting, r in results.items():
                 print(

@@ -14,19 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from esmeta_core.data.omniglot import SPLITS
+from esmeta_core.data.episodes import validate_episode_size
+from esmeta_core.data.omniglot import SPLIT_CLASSES, SPLITS
 
-# Classes per split (4 rotations per character); checked by the data tests.
-SPLIT_CLASSES = {
-    "train": 4112,
-    "val": 688,
-    "trainval": 4800,
-    "test": 1692,
-    "background": 3856,
-    "evaluation": 2636,
-}
 METHODS = ("es", "backprop")
-IMAGES_PER_CLASS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +104,7 @@ class TrainConfig:
         # JSON writes 0.001 but also 1 for a float field: floats stay floats.
         floats = {k: float(v) for k, v in data.items() if known[k].type == "float" and _is_int(v)}
         config = cls(**{**data, **floats})
-        check_fields(config)
+        validate_fields(config)
         return config
 
     @classmethod
@@ -316,7 +307,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
 }
 
 
-def check_fields(config: TrainConfig) -> None:
+def validate_fields(config: TrainConfig) -> None:
     """Checks every field on its own (type and range) against :data:`RULES`.
 
     Raises:
@@ -332,7 +323,7 @@ def check_fields(config: TrainConfig) -> None:
             raise ConfigError(f"{field.name} {problem}, got {value!r}.", field=field.name)
 
 
-def validate(config: TrainConfig, num_devices: int = 1) -> None:
+def validate_config(config: TrainConfig, num_devices: int = 1) -> None:
     """Checks a config before any compute: every field, then the fields together.
 
     The one validation path of a run, whether the config comes from a preset, the
@@ -341,25 +332,25 @@ def validate(config: TrainConfig, num_devices: int = 1) -> None:
     Raises:
       ConfigError: (a ``ValueError``) naming the field and the allowed range.
     """
-    check_fields(config)
+    validate_fields(config)
     train_way = config.train_way or config.way
     for split_field, way_field, way in (
         ("split", "train_way" if config.train_way else "way", train_way),
         ("eval_split", "way", config.way),
     ):
-        classes = SPLIT_CLASSES[getattr(config, split_field)]
-        if way > classes:
-            raise ConfigError(
-                f"{way_field}={way} is larger than the {classes} classes of "
-                f"{split_field}={getattr(config, split_field)!r}: choose {way_field} <= {classes}.",
-                field=way_field,
+        split = getattr(config, split_field)
+        try:  # the data module owns the episode-size rules
+            validate_episode_size(
+                way=way,
+                shot=config.shot,
+                query=config.query,
+                num_classes=SPLIT_CLASSES[split],
+                way_name=way_field,
+                split_name=f"{split_field}={split!r}",
             )
-    if config.shot + config.query > IMAGES_PER_CLASS:
-        raise ConfigError(
-            f"shot + query = {config.shot + config.query}, but each class has only "
-            f"{IMAGES_PER_CLASS} images: choose shot + query <= {IMAGES_PER_CLASS}.",
-            field="query",
-        )
+        except ValueError as e:
+            field = "query" if str(e).startswith("shot + query") else way_field
+            raise ConfigError(str(e), field=field) from None
     if config.query_chunk is not None and (config.query * config.way) % config.query_chunk:
         total = config.way * config.query
         raise ConfigError(

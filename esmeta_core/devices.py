@@ -1,8 +1,9 @@
-"""Device set-up that must happen before JAX starts (so this module never imports JAX)."""
+"""Device set-up that must happen before JAX starts its backends (JAX is imported lazily)."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 ACCELERATOR_HINTS = ("/dev/accel0", "/dev/nvidia0", "/dev/vfio/0")
 TPU_ENV_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
@@ -16,15 +17,39 @@ def has_accelerator() -> bool:
 
 
 def simulate_cpu_devices(count: int = 8) -> bool:
-    """Asks XLA for ``count`` CPU devices when no accelerator is present.
+    """Asks JAX for ``count`` CPU devices when no accelerator is present.
 
-    Call it before the first ``import jax``. Returns whether it did anything:
-    on a TPU or GPU runtime the real devices are kept.
+    Sets ``jax.config.update("jax_num_cpu_devices", count)``, so call it before
+    the first JAX computation (``jax.devices()`` included). With a JAX too old
+    for that option, or none installed yet, it falls back to
+    ``XLA_FLAGS=--xla_force_host_platform_device_count`` (then before ``import
+    jax``). Returns whether it did anything: on a TPU or GPU runtime the real
+    devices are kept.
+
+    Raises:
+      ValueError: ``count`` is not a positive integer.
+      RuntimeError: JAX has already started its backends.
     """
-    if "jax" in __import__("sys").modules:
-        raise RuntimeError("simulate_cpu_devices must run before JAX is imported.")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}.")
     if has_accelerator():
         return False
+    try:
+        import jax
+    except ImportError:
+        jax = None
+    if jax is not None and hasattr(jax.config, "jax_num_cpu_devices"):
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            raise RuntimeError(
+                "simulate_cpu_devices must run before JAX starts (before any JAX computation "
+                "or jax.devices()); restart the kernel and call it first."
+            )
+        jax.config.update("jax_num_cpu_devices", count)
+        return True
+    if "jax" in sys.modules:
+        raise RuntimeError("simulate_cpu_devices must run before JAX is imported.")
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
     return True

@@ -8,7 +8,7 @@ a run's last checkpoint on several (way, shot) settings (``esmeta eval``).
 from __future__ import annotations
 
 import functools
-import json
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,8 +19,8 @@ from tqdm import tqdm
 from esmeta_core import checkpoint, protonet
 from esmeta_core.checkpoint import TrainState
 from esmeta_core.configs import TrainConfig
-from esmeta_core.data import load_split, sample_episodes
-from esmeta_core.report import provenance
+from esmeta_core.data import SPLIT_CLASSES, load_split, sample_episodes, validate_episode_size
+from esmeta_core.report import command_line, write_result
 
 
 class Evaluation(NamedTuple):
@@ -78,14 +78,17 @@ def evaluate_checkpoint(
     split: str | None = None,
     width: int | None = None,
     progress: bool = True,
+    command: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Tests a checkpoint on several (way, shot) settings; writes ``eval.json``.
+
+    ``command`` is the command line recorded in ``eval.json`` (default: this process's).
 
     Raises:
       FileNotFoundError: no checkpoint in ``workdir``.
       ValueError: ``width`` given and different from the checkpoint's.
     """
-    workdir = Path(workdir)
+    workdir, start = Path(workdir), time.perf_counter()
     if checkpoint.latest_step(workdir) is None:
         raise FileNotFoundError(f"No checkpoint in {workdir}: train first (esmeta train).")
     config = TrainConfig.load(workdir / "config.json")
@@ -95,11 +98,10 @@ def evaluate_checkpoint(
             f"but width={width} was asked for."
         )
     split = split or config.eval_split
-    from esmeta_core.configs import SPLIT_CLASSES
-
-    for way, shot in settings:
-        if way > SPLIT_CLASSES[split] or shot + 1 > 20:
-            raise ValueError(f"Cannot test {way}-way {shot}-shot on {split!r}.")
+    for way, shot in settings:  # at least one query image per class
+        validate_episode_size(
+            way=way, shot=shot, query=1, num_classes=SPLIT_CLASSES[split], split_name=repr(split)
+        )
     model = protonet.Conv4(config.width)
     params = protonet.init_params(jax.random.key(config.seed), model)  # shapes for the restore
     state = checkpoint.restore(workdir, TrainState(0, params, None))
@@ -110,6 +112,11 @@ def evaluate_checkpoint(
             model, state.params, images, way=way, shot=shot, episodes=episodes, progress=progress
         )
         results[f"{way}w{shot}s"] = r._asdict()
-    out = {"step": state.step, "split": split, "results": results, **provenance()}
-    (workdir / "eval.json").write_text(json.dumps(out, indent=2))
+    write_result(
+        workdir / "eval.json",
+        {"step": state.step, "split": split, "results": results},
+        config={"settings": [f"{w}w{s}s" for w, s in settings], "episodes": episodes},
+        command=command or command_line(),
+        wall_s=time.perf_counter() - start,
+    )
     return results

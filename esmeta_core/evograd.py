@@ -74,7 +74,7 @@ class EvoGradAux(NamedTuple):
     val_loss: jax.Array
 
 
-def _check_float_pytree(name: str, tree: Any) -> None:
+def _validate_float_pytree(name: str, tree: Any) -> None:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         raise TypeError(f"{name} must be a non-empty pytree of float arrays, got {tree!r}.")
@@ -179,7 +179,7 @@ def evograd_hypergradient(
       True
     """
     validate_evograd(copies, sigma, temperature, noise)
-    _check_float_pytree("lam", lam)
+    _validate_float_pytree("lam", lam)
     theta = lax.stop_gradient(theta)
     ks = jnp.arange(copies)
     if materialise:  # eps: every leaf gains a leading [K] axis; the maps vmap over it
@@ -245,7 +245,7 @@ def unrolled_hypergradient(
     Returns:
       ``(hypergradient, val_loss)``.
     """
-    _check_float_pytree("lam", lam)
+    _validate_float_pytree("lam", lam)
     if steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}.")
 

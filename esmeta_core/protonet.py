@@ -29,7 +29,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from esmeta_core.data.episodes import Episode
+# An episode is any ``(support, support_labels, query, query_labels)`` 4-tuple, such as
+# :class:`esmeta_core.data.Episode`: the model reads it by position and imports nothing
+# from the data part (see docs/ARCHITECTURE.md).
+Episode = tuple[Any, Any, Any, Any]
 
 
 class SupportBatchNorm(nn.Module):
@@ -119,7 +122,9 @@ def episode_loss_and_accuracy(
     Args:
       model: the embedding.
       params: its parameters.
-      episode: an :class:`Episode` without a batch axis.
+      episode: ``(support, support_labels, query, query_labels)`` without a batch
+        axis (an :class:`esmeta_core.data.Episode`): f32[way * shot, h, w, 1],
+        i32[way * shot], f32[way * query, h, w, 1], i32[way * query].
       way: number of classes in the episode (labels are ``0 .. way - 1``).
       query_chunk: embed the queries this many at a time (a divisor of the
         number of queries); the result is the same, and peak memory of a
@@ -157,17 +162,15 @@ def episode_loss(
 
 
 def episode_spec(way: int, shot: int, query: int, image_size: int = 28) -> Episode:
-    """An :class:`Episode` of ``jax.ShapeDtypeStruct`` s, for compiling without data."""
+    """An episode of ``jax.ShapeDtypeStruct`` s, for compiling without data.
+
+    >>> [x.shape for x in episode_spec(5, 1, 2)]
+    [(5, 28, 28, 1), (5,), (10, 28, 28, 1), (10,)]
+    """
     f32, i32 = jnp.float32, jnp.int32
-    return Episode(
-        support=jax.ShapeDtypeStruct((way * shot, image_size, image_size, 1), f32),
-        support_labels=jax.ShapeDtypeStruct((way * shot,), i32),
-        query=jax.ShapeDtypeStruct((way * query, image_size, image_size, 1), f32),
-        query_labels=jax.ShapeDtypeStruct((way * query,), i32),
+    return (
+        jax.ShapeDtypeStruct((way * shot, image_size, image_size, 1), f32),  # support
+        jax.ShapeDtypeStruct((way * shot,), i32),  # support labels
+        jax.ShapeDtypeStruct((way * query, image_size, image_size, 1), f32),  # query
+        jax.ShapeDtypeStruct((way * query,), i32),  # query labels
     )
-
-
-def batch_loss(model: Conv4, params: Any, episodes: Episode, *, way: int) -> jax.Array:
-    """Mean loss over a batch of episodes (fields with a leading ``[batch]`` axis)."""
-    losses = jax.vmap(lambda e: episode_loss(model, params, e, way=way))(episodes)
-    return losses.mean()

@@ -13,7 +13,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -24,8 +23,6 @@ import numpy as np
 
 # Published Omniglot accuracies (Vinyals split, 28x28, Conv4-64), in percent.
 SNELL_2017 = {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9}
-SHENG_HE_2022 = {"es_5w5s": 98.4, "backprop_5w5s": 99.6, "es_5w5s_large_population": 99.1}
-SETTINGS = ("5w1s", "5w5s", "20w1s", "20w5s")
 
 
 def git_commit() -> str:
@@ -121,6 +118,56 @@ def write_result(
     return result
 
 
+RECORDED_FIELDS = ("command", "config", "provenance", "wall_s")
+PROVENANCE_FIELDS = ("git_commit", "jax_version", "machine")
+
+
+def result_files(root: str | Path = "results") -> list[Path]:
+    """Every JSON result file under ``root``, sorted.
+
+    A training run's ``config.json`` is left out: it is the run's input (the
+    :class:`~esmeta_core.configs.TrainConfig` that its ``summary.json`` records),
+    not a result.
+    """
+    return sorted(
+        p
+        for p in Path(root).rglob("*.json")
+        if not (p.name == "config.json" and (p.parent / "summary.json").exists())
+    )
+
+
+def provenance_problems(result: dict[str, Any]) -> list[str]:
+    """What a result file lacks of the fields :func:`write_result` records.
+
+    A file whose provenance is marked ``reconstructed_from`` (written before the
+    writer existed, see ``scripts/backfill_provenance.py``) may hold ``None``
+    where the value was never recorded; any other file must hold every value.
+
+    Example:
+      >>> provenance_problems({"command": "x", "config": {}, "wall_s": 1.0})
+      ['provenance']
+      >>> provenance_problems({"command": None, "config": None, "wall_s": None,
+      ...     "provenance": {"reconstructed_from": "git log", "git_commit": "abc",
+      ...                    "jax_version": None, "machine": None}})
+      []
+    """
+    problems = [k for k in RECORDED_FIELDS if k not in result]
+    provenance = result.get("provenance")
+    if not isinstance(provenance, dict):
+        return problems
+    problems += [f"provenance.{k}" for k in PROVENANCE_FIELDS if k not in provenance]
+    if "reconstructed_from" not in provenance:
+        problems += [
+            f"{k} is None" for k in ("command", "wall_s") if k in result and result[k] is None
+        ]
+        problems += [
+            f"provenance.{k} is None"
+            for k in PROVENANCE_FIELDS
+            if k in provenance and provenance[k] is None
+        ]
+    return problems
+
+
 def command_line() -> str:
     """This process's command line as a user would type it (``esmeta ...``)."""
     argv = list(sys.argv)
@@ -158,29 +205,47 @@ def run_rows(root: str | Path = "results/protonet") -> list[dict[str, Any]]:
                     "train_way": config.get("train_way") or config["way"],
                     "trained_as": f"{config['way']}w{config['shot']}s",
                     "train_wall_s": summary["train_wall_s"],
-                    "machine": summary["machine"],
-                    "devices": summary["num_devices"],
+                    "machine": summary["provenance"]["machine"],
+                    "devices": summary["provenance"]["num_devices"],
                 }
             )
     return rows
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The README's results table: our rows beside Snell et al. and Sheng & He."""
-    lines = [
-        "| run | method | test | accuracy (95 % CI) | Snell et al. | trained as | steps | "
-        "population | width | train wall time | machine |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    """The README's results table: our rows beside Snell et al. (through :func:`table`)."""
+    headers = [
+        "run",
+        "method",
+        "test",
+        "accuracy (95 % CI)",
+        "Snell et al.",
+        "trained as",
+        "steps",
+        "population",
+        "width",
+        "train wall time",
+        "machine",
     ]
-    for r in rows:
-        population = r["population"] if r["population"] else "-"
-        lines.append(
-            f"| `{r['run']}` | {r['method']} | {r['setting']} | "
-            f"{r['accuracy']:.2f} +- {r['ci95']:.2f} | {SNELL_2017.get(r['setting'], '-')} | "
-            f"{r['trained_as']} ({r['train_way']}-way) | {r['steps']} | {population} | "
-            f"{r['width']} | {r['train_wall_s'] / 60:.1f} min | {r['machine']} |"
-        )
-    return "\n".join(lines)
+    return table(
+        headers,
+        [
+            [
+                f"`{r['run']}`",
+                r["method"],
+                r["setting"],
+                f"{r['accuracy']:.2f} +- {r['ci95']:.2f}",
+                SNELL_2017.get(r["setting"], "-"),
+                f"{r['trained_as']} ({r['train_way']}-way)",
+                r["steps"],
+                r["population"] if r["population"] else "-",
+                r["width"],
+                f"{r['train_wall_s'] / 60:.1f} min",
+                r["machine"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -536,16 +601,16 @@ def vsml_rows(result: dict[str, Any]) -> list[list[str]]:
         if "digits_last10_per_seed" not in r:  # a file of the format before the parts
             continue
         per_seed = [100 * a for a in r["digits_last10_per_seed"]]
-        spread = f" +- {statistics.pstdev(per_seed):.1f}" if len(per_seed) > 1 else ""
+        spread = f" +- {np.std(per_seed):.1f}" if len(per_seed) > 1 else ""
         walls = r["train_wall_s_per_seed"]
         rows.append(
             [
                 r["name"],
-                f"{statistics.mean(per_seed):.1f}{spread} %",
+                f"{np.mean(per_seed):.1f}{spread} %",
                 ", ".join(f"{a:.1f}" for a in per_seed),
                 f"{100 * r['digits_first10']:.1f} %",
                 f"{100 * r['omniglot_last10']:.1f} %",
-                f"{statistics.mean(walls) / 60:.1f} min" if max(walls) > 1 else "-",
+                f"{np.mean(walls) / 60:.1f} min" if max(walls) > 1 else "-",
             ]
         )
     return rows

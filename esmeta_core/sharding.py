@@ -3,14 +3,13 @@
 One mesh axis, ``"pop"``, spans all devices of all processes: the ES
 population is split along it. The same code runs on one CPU, on the 8 devices
 of a Kaggle TPU (v3-8, v5e-8) or the single chip of a Colab TPU, on simulated CPU devices
-(``XLA_FLAGS=--xla_force_host_platform_device_count=8``) and, after
+(``jax.config.update("jax_num_cpu_devices", 8)``) and, after
 :func:`initialize_distributed`, on a TPU pod, a GPU cluster or several local
 CPU processes.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -133,10 +132,7 @@ def initialize_distributed(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a whole number of seconds >= 1, got {value!r}.")
     if local_device_count is not None:
-        flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_force_host_platform_device_count={local_device_count}"
-        )
+        jax.config.update("jax_num_cpu_devices", local_device_count)
     if coordinator_address is not None and coordinator_address.startswith("127.0.0.1"):
         jax.config.update("jax_platforms", "cpu")
     # Cross-process collectives of CPU devices go through gloo (several CPU hosts, or

@@ -34,7 +34,7 @@ from tqdm import tqdm  # plain text bars: the same in terminals, notebooks and C
 
 from esmeta_core import checkpoint, es, optim, protonet, report, sharding
 from esmeta_core.checkpoint import TrainState
-from esmeta_core.configs import TrainConfig, config_hash, es_config, validate
+from esmeta_core.configs import TrainConfig, config_hash, es_config, validate_config
 from esmeta_core.data import Episode, load_split, sample_episodes
 from esmeta_core.evaluation import Evaluation, evaluate
 
@@ -159,7 +159,7 @@ def prepare(
     """
     config = checkpoint.resume_config(workdir, config, resume=resume, allow_changes=allow_changes)
     sharding.barrier("esmeta-workdir-checked")  # every process read it before 0 writes
-    validate(config, mesh.shape[sharding.POP_AXIS])
+    validate_config(config, mesh.shape[sharding.POP_AXIS])
     load_split(config.split)  # the data is there and sound before anything is written
     state = init_state(config, protonet.Conv4(config.width))
     state = TrainState(0, *sharding.replicate((state.params, state.opt_state), mesh))
@@ -294,6 +294,7 @@ def train_and_evaluate(
     allow_changes: bool = False,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Trains, checkpoints and tests one ProtoNet; returns (and writes) the summary.
 
@@ -305,6 +306,7 @@ def train_and_evaluate(
       allow_changes: on resume, let ``config`` differ from the saved run anywhere.
       progress: show progress bars.
       on_step: called with each finished step (used by tests to interrupt).
+      command: the command line recorded in ``summary.json`` (default: this process's).
     """
     workdir, mesh = Path(workdir), sharding.population_mesh()
     config, state = prepare(config, workdir, mesh=mesh, resume=resume, allow_changes=allow_changes)
@@ -315,14 +317,15 @@ def train_and_evaluate(
     params = sharding.to_host(state.params)
     result = final_evaluation(config, params, progress=progress)
     summary = {
-        "config": config.to_json(),
-        **report.provenance(),
         "train_wall_s": round(train_wall, 1),
         "resumed_from_step": start,
         "num_params": protonet.num_params(params),
         "eval": {f"{config.way}w{config.shot}s": result._asdict()},
         "eval_split": config.eval_split,
     }
-    if is_writer():
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    command = command or report.command_line()
+    if not is_writer():  # one process of a multi-host run writes the file
+        return {"command": command, "config": config.to_json(), **summary}
+    return report.write_result(
+        workdir / "summary.json", summary, config=config, command=command, wall_s=train_wall
+    )

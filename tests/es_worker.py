@@ -9,7 +9,6 @@ dead-peer tests, which kill one process mid-run).
 
 from __future__ import annotations
 
-import os
 import sys
 
 
@@ -46,9 +45,10 @@ def main() -> None:
         initialize_distributed(
             f"127.0.0.1:{port}", num_processes, process_id, local_device_count=devices
         )
-    else:
-        os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     import jax
+
+    if not multi:
+        jax.config.update("jax_num_cpu_devices", devices)  # before JAX starts its backends
     import numpy as np
 
     from esmeta_core import es, sharding

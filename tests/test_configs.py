@@ -36,7 +36,7 @@ def test_shaping_and_schedule_choices_match_their_modules():
 
 @pytest.mark.parametrize("name", sorted(configs.PRESETS))
 def test_every_preset_passes_validation(name):
-    configs.validate(configs.PRESETS[name])
+    configs.validate_config(configs.PRESETS[name])
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_every_preset_passes_validation(name):
 def test_bad_field_raises_config_error_naming_it(changes, field):
     config = dataclasses.replace(configs.PRESETS["smoke"], **changes)
     with pytest.raises(ConfigError, match=field) as info:
-        configs.validate(config)
+        configs.validate_config(config)
     assert info.value.field == field
 
 
@@ -119,7 +119,7 @@ any_value = st.one_of(
 def test_validation_raises_only_config_error_for_random_field_values(changes):
     config = dataclasses.replace(configs.PRESETS["smoke"], **changes)
     try:
-        configs.validate(config)
+        configs.validate_config(config)
     except ConfigError as e:
         assert e.field is None or e.field in FIELDS
         return
@@ -153,7 +153,7 @@ def valid_configs(draw):
 @BOUNDED
 @given(config=valid_configs())
 def test_train_config_json_round_trip(config):
-    configs.validate(config)
+    configs.validate_config(config)
     again = TrainConfig.from_json(json.loads(json.dumps(config.to_json())))
     assert again == config
     assert configs.config_hash(again) == configs.config_hash(config)

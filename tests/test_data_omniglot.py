@@ -32,6 +32,14 @@ def test_vinyals_split_has_1028_172_423_characters(vinyals):
     assert len(set.union(*ids)) == alphabets.NUM_CHARACTERS
 
 
+def test_split_classes_constant_matches_the_loaded_splits(vinyals, omniglot_dir):
+    # configs and evaluation check episode sizes against SPLIT_CLASSES before loading data.
+    loaded = {s: v.num_classes for s, v in vinyals.items()}
+    for split in omniglot.ALPHABET_SPLITS:
+        loaded[split] = omniglot.load_split(split, data_dir=omniglot_dir).num_classes
+    assert loaded == {s: omniglot.SPLIT_CLASSES[s] for s in loaded}
+
+
 def test_class_names_round_trip_the_split_list(vinyals, omniglot_dir):
     lines = (omniglot_dir / "splits" / "vinyals" / "test.txt").read_text().split()
     assert list(vinyals["test"].class_names) == lines

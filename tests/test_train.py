@@ -59,9 +59,9 @@ def test_train_and_eval_commands_write_their_files(tmp_path, capsys):
         assert (workdir / name).is_file(), name
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "4"]
     summary = json.loads((workdir / "summary.json").read_text())
-    assert {"config", "git_commit", "jax_version", "devices", "train_wall_s", "eval"} <= set(
-        summary
-    )
+    assert {"command", "config", "provenance", "wall_s", "train_wall_s", "eval"} <= set(summary)
+    assert {"git_commit", "jax_version", "devices", "machine"} <= set(summary["provenance"])
+    assert summary["command"].startswith("esmeta train")
     result = summary["eval"]["5w5s"]
     assert 0.2 <= result["accuracy"] <= 1.0 and result["ci95"] > 0
     rows = report.read_metrics(workdir)
@@ -69,6 +69,9 @@ def test_train_and_eval_commands_write_their_files(tmp_path, capsys):
     assert cli.main(["eval", "--workdir", str(workdir), "--episodes", "10", "--no-progress"]) == 0
     evaluation = json.loads((workdir / "eval.json").read_text())
     assert set(evaluation["results"]) == {"5w1s", "5w5s", "20w1s", "20w5s"}
+    assert (
+        evaluation["command"].startswith("esmeta eval") and "git_commit" in evaluation["provenance"]
+    )
 
 
 def test_resumed_run_ends_with_the_same_parameters(tmp_path):
@@ -143,7 +146,7 @@ def test_bad_training_input_is_rejected_before_compute(argv, match, tmp_path, mo
 def test_population_must_fit_the_devices():
     config = dataclasses.replace(configs.PRESETS["smoke"], population=12)
     with pytest.raises(ValueError, match="does not split evenly over 8 devices"):
-        configs.validate(config, num_devices=8)
+        configs.validate_config(config, num_devices=8)
 
 
 def test_checkpoint_of_another_width_is_rejected(tmp_path, capsys):
@@ -326,7 +329,7 @@ def test_only_process_0_writes_config_metrics_and_summary(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("name", sorted(configs.PRESETS), ids=sorted(configs.PRESETS))
 def test_every_preset_validates(name):
-    configs.validate(configs.PRESETS[name], num_devices=1)
+    configs.validate_config(configs.PRESETS[name], num_devices=1)
 
 
 def _two_steps(config, images):

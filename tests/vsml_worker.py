@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import sys
-
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 
 
 def main() -> None:
     import jax
     import numpy as np
+
+    jax.config.update("jax_num_cpu_devices", 8)  # before JAX starts its backends
 
     from esmeta_core import es, sharding, vsml
     from esmeta_core.data import tasks

@@ -3,14 +3,16 @@
 from esmeta_core.data.download import DownloadError, fetch, sha256_of
 from esmeta_core.data.episodes import (
     Episode,
-    check_episode_size,
     episode_rng,
     sample_episode,
     sample_episodes,
+    validate_episode_size,
 )
 from esmeta_core.data.omniglot import (
     DATA_DIR_ENV,
+    IMAGES_PER_CHARACTER,
     SOURCES,
+    SPLIT_CLASSES,
     SPLITS,
     DataCorruptError,
     DataNotFoundError,
@@ -25,14 +27,15 @@ from esmeta_core.data.omniglot import (
 
 __all__ = [
     "DATA_DIR_ENV",
+    "IMAGES_PER_CHARACTER",
     "SOURCES",
     "SPLITS",
+    "SPLIT_CLASSES",
     "DataCorruptError",
     "DataNotFoundError",
     "DownloadError",
     "Episode",
     "OmniglotSplit",
-    "check_episode_size",
     "episode_rng",
     "fetch",
     "load_split",
@@ -44,4 +47,5 @@ __all__ = [
     "sample_episode",
     "sample_episodes",
     "sha256_of",
+    "validate_episode_size",
 ]

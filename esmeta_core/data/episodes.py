@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from esmeta_core.data.omniglot import IMAGES_PER_CHARACTER
+
 
 class Episode(NamedTuple):
     """One few-shot task (a leading batch axis is added by :func:`sample_episodes`).
@@ -28,17 +30,35 @@ class Episode(NamedTuple):
     query_labels: np.ndarray
 
 
-def check_episode_size(
-    *, way: int, shot: int, query: int, num_classes: int, images_per_class: int = 20
+def validate_episode_size(
+    *,
+    way: int,
+    shot: int,
+    query: int,
+    num_classes: int,
+    images_per_class: int = IMAGES_PER_CHARACTER,
+    way_name: str = "way",
+    split_name: str = "this split",
 ) -> None:
-    """Raises ``ValueError`` naming the limit when an episode cannot be drawn."""
-    for name, value in (("way", way), ("shot", shot), ("query", query)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
+    """Raises ``ValueError`` naming the limit when an episode cannot be drawn.
+
+    The one home of the episode-size rules: ``1 <= way <= num_classes`` and
+    ``shot + query <= images_per_class`` (20 drawings per Omniglot character, so
+    at most 19 shots leave one query). ``way_name`` and ``split_name`` name the
+    caller's fields in the message (``train_way``, ``split='train'``).
+
+    >>> validate_episode_size(way=5, shot=5, query=15, num_classes=1692)
+    >>> validate_episode_size(way=5, shot=10, query=11, num_classes=1692)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: shot + query = 10 + 11 = 21, but each class has only 20 images: ...
+    """
+    for name, value in ((way_name, way), ("shot", shot), ("query", query)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     if way > num_classes:
         raise ValueError(
-            f"way={way} is larger than the {num_classes} classes of this split: "
-            f"choose way <= {num_classes}."
+            f"{way_name}={way} is larger than the {num_classes} classes of {split_name}: "
+            f"choose {way_name} <= {num_classes}."
         )
     if shot + query > images_per_class:
         raise ValueError(
@@ -66,7 +86,7 @@ def sample_episode(
       An :class:`Episode`; support and query images of a class never overlap.
     """
     num_classes, per_class = images.shape[:2]
-    check_episode_size(
+    validate_episode_size(
         way=way, shot=shot, query=query, num_classes=num_classes, images_per_class=per_class
     )
     classes = rng.choice(num_classes, size=way, replace=False)  # i[way]

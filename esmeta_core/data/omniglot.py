@@ -84,6 +84,18 @@ PARTS = ("background", "evaluation")  # the two halves of the original data
 IMAGES_PER_CHARACTER = 20
 RAW_SIZE = 105
 ROTATIONS = (0, 90, 180, 270)
+# Characters per split (Vinyals' lists; the original background / evaluation halves) and
+# classes per split (each rotation of a character is a class). The data tests check them
+# against the files; configs and evaluation read them from here.
+SPLIT_CHARACTERS = {
+    "train": 1028,
+    "val": 172,
+    "trainval": 1200,
+    "test": 423,
+    "background": 964,
+    "evaluation": 659,
+}
+SPLIT_CLASSES = {split: len(ROTATIONS) * n for split, n in SPLIT_CHARACTERS.items()}
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -531,10 +543,9 @@ def load_split(
     Returns:
       An :class:`OmniglotSplit` with ``images`` f32[4 * characters, 20, s, s].
 
-    Example:
-      >>> train = load_split("train")  # doctest: +SKIP
-      >>> train.images.shape  # doctest: +SKIP
-      (4112, 20, 28, 28)
+    Example (``load_split("train").images.shape[:2]``, known without loading):
+      >>> SPLIT_CLASSES["train"], IMAGES_PER_CHARACTER
+      (4112, 20)
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown Omniglot split {split!r}; choose one of {SPLITS}.")
