@@ -83,18 +83,13 @@ def main() -> None:
         images = 5 * 5 + 5 * query
         chunk = args.chunk if (5 * query) % args.chunk == 0 else 5 * query
 
-        def es_memory(query_chunk, episode=episode):
+        def measure(query_chunk, episode=episode):
             _, _, chunked = protonet_fitness(64, query_chunk=query_chunk)
-            return compiled_memory(
-                lambda p, k, e: es.es_grad(chunked, p, k, e, config=config),
-                params,
-                jax.random.key(0),
-                episode,
-            )["total_bytes"]
+            return es.es_vs_backprop_memory(chunked, plain_loss, params, episode, config=config)
 
-        es_bytes = es_memory(chunk)
-        es_small_bytes = es_memory(args.smallest_chunk)
-        naive = compiled_memory(jax.grad(plain_loss), params, episode)["total_bytes"]
+        measured = measure(chunk)
+        es_bytes, naive = measured["es_bytes"], measured["backprop_bytes"]
+        es_small_bytes = measure(args.smallest_chunk)["es_bytes"]
         remat = compiled_memory(
             jax.grad(remat_chunked_loss(model, way=5, chunk=chunk)), params, episode
         )["total_bytes"]

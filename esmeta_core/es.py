@@ -420,6 +420,35 @@ def resolve_chunk_size(
     return config._replace(chunk_size=1)
 
 
+def es_vs_backprop_memory(
+    es_loss: Callable[..., jax.Array],
+    backprop_loss: Callable[..., jax.Array],
+    params: Any,
+    *args: Any,
+    config: ESConfig,
+    mesh: jax.sharding.Mesh | None = None,
+) -> dict[str, int]:
+    """Compiled bytes of one ES estimate of ``es_loss`` and of ``jax.grad(backprop_loss)``.
+
+    The measurement behind chapter 7 and ``benchmarks/memory_vs_backprop.py``: both
+    programs are compiled (not run) for the same ``params`` and ``args`` (which may
+    be ``jax.ShapeDtypeStruct``), and XLA's memory analysis gives their temporaries,
+    arguments and outputs (:func:`esmeta_core.profiling.compiled_memory`). Pass the
+    query-chunked loss as ``es_loss`` to see ES's flat memory.
+
+    Returns:
+      ``{"es_bytes": int, "backprop_bytes": int}``.
+    """
+    from esmeta_core.profiling import compiled_memory
+
+    key = jax.random.key(0)
+    es_bytes = compiled_memory(
+        lambda p, k, *a: es_grad(es_loss, p, k, *a, config=config, mesh=mesh), params, key, *args
+    )["total_bytes"]
+    backprop_bytes = compiled_memory(jax.grad(backprop_loss), params, *args)["total_bytes"]
+    return {"es_bytes": es_bytes, "backprop_bytes": backprop_bytes}
+
+
 def make_es_grad(
     loss_fn: Callable[..., jax.Array],
     *,

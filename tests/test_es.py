@@ -454,3 +454,21 @@ def test_auto_chunk_is_one_on_cpu_and_fits_the_memory_budget_on_an_accelerator()
     assert (
         es.resolve_chunk_size(loss, params, key, config=es.ESConfig(chunk_size=4)).chunk_size == 4
     )
+
+
+def test_backprop_memory_grows_with_the_episode_while_chunked_es_memory_stays_flat():
+    from esmeta_core import protonet
+
+    model = protonet.Conv4(8)
+    params = protonet.init_params(jax.random.key(0), model)
+    plain = lambda p, e: protonet.episode_loss(model, p, e, way=5)
+    chunked = lambda p, e: protonet.episode_loss(model, p, e, way=5, query_chunk=25)
+    config = es.ESConfig(population=8)
+    small, large = (
+        es.es_vs_backprop_memory(
+            chunked, plain, params, protonet.episode_spec(5, 5, q), config=config
+        )
+        for q in (5, 80)
+    )
+    assert large["backprop_bytes"] > 4 * small["backprop_bytes"]
+    assert large["es_bytes"] < 2 * small["es_bytes"]
