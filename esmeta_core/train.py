@@ -28,15 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import optax
 from tqdm import tqdm  # plain text bars: the same in terminals, notebooks and CI logs
 
-from esmeta_core import checkpoint, es, optim, protonet, report, sharding
+from esmeta_core import checkpoint, protonet, report, sharding
 from esmeta_core.checkpoint import TrainState
-from esmeta_core.configs import TrainConfig, config_hash, es_config, validate_config
-from esmeta_core.data import Episode, load_split, sample_episodes
+from esmeta_core.configs import TrainConfig, config_hash, validate_config
+from esmeta_core.data import load_split, sample_episodes
 from esmeta_core.evaluation import Evaluation, evaluate
+from esmeta_core.train_step import (  # noqa: F401 (re-exported: the step's pieces)
+    all_finite,
+    es_options,
+    init_state,
+    make_optimizer,
+    make_train_step,
+    step_key,
+)
 
 METRICS = "metrics.jsonl"
 
@@ -48,92 +54,6 @@ class TrainingDiverged(RuntimeError):
 def is_writer() -> bool:
     """Whether this process writes the run's files (config, metrics, summary): process 0."""
     return jax.process_index() == 0
-
-
-def all_finite(tree: Any) -> jax.Array:
-    """``True`` iff every element of every leaf of ``tree`` is finite."""
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-make_optimizer = optim.make_optimizer  # its home is esmeta_core/optim.py
-
-
-def init_state(config: TrainConfig, model: protonet.Conv4) -> TrainState:
-    params = protonet.init_params(jax.random.key(config.seed), model)
-    return TrainState(0, params, make_optimizer(config).init(params))
-
-
-def step_key(seed: int, step: int) -> jax.Array:
-    """The ES noise key of step ``step``: ``fold_in(key(seed + 1), step)``."""
-    return jax.random.fold_in(jax.random.key(seed + 1), step)
-
-
-def make_train_step(
-    config: TrainConfig, model: protonet.Conv4, mesh: jax.sharding.Mesh
-) -> Callable[[Any, Any, jax.Array, Episode], tuple[Any, Any, dict[str, jax.Array]]]:
-    """A jitted ``(params, opt_state, key, episodes) -> (params, opt_state, metrics)``.
-
-    ``episodes`` carry a leading ``[batch]`` axis. With ``method="es"`` the
-    gradient is :func:`esmeta_core.es.es_grad` sharded over ``mesh``; with
-    ``"backprop"`` it is ``jax.grad``. Either way Adam applies it.
-    """
-    optimizer = make_optimizer(config)
-    train_way = config.train_way or config.way if config.method == "backprop" else config.way
-
-    def loss_fn(params, episodes):
-        losses = jax.vmap(
-            lambda e: protonet.episode_loss(
-                model, params, e, way=train_way, query_chunk=config.query_chunk
-            )
-        )(episodes)
-        return losses.mean()
-
-    def center_metrics(params, episodes):
-        loss, acc = jax.vmap(
-            lambda e: protonet.episode_loss_and_accuracy(model, params, e, way=train_way)
-        )(episodes)
-        return loss.mean(), acc.mean()
-
-    @jax.jit
-    def train_step(params, opt_state, key, episodes):
-        metrics = {}
-        if config.method == "es":
-            grads, stats = es.es_grad_with_options(
-                loss_fn,
-                params,
-                key,
-                episodes,
-                config=es_config(config),
-                mesh=mesh,
-                **es_options(config, params),
-            )
-            metrics.update(
-                population_loss=stats.loss_mean,
-                population_loss_std=stats.loss_std,
-                num_nonfinite=stats.num_nonfinite,
-            )
-        else:
-            grads = jax.grad(loss_fn)(params, episodes)
-        loss, acc = center_metrics(params, episodes)
-        metrics.update(loss=loss, accuracy=acc, grad_norm=optax.tree.norm(grads))
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        metrics.update(params_finite=all_finite(params))
-        return params, opt_state, metrics
-
-    return train_step
-
-
-def es_options(config: TrainConfig, params: Any) -> dict[str, Any]:
-    """``perturb`` and ``sigma_scales`` of :func:`esmeta_core.es.es_grad_with_options`."""
-    kernels = optim.conv_kernel_mask(params)
-    perturb = None
-    if not config.perturb_conv_bias:
-        perturb = jax.tree.map(lambda b: not b, optim.conv_bias_mask(params))
-    scales = None
-    if config.relative_sigma:
-        scales = jax.tree.map(lambda x, k: es.channel_norms(x) if k else 1.0, params, kernels)
-    return {"perturb": perturb, "sigma_scales": scales}
 
 
 # ----------------------------------------------------------------------------
@@ -299,13 +219,11 @@ def train_and_evaluate(
     """Trains, checkpoints and tests one ProtoNet; returns (and writes) the summary.
 
     Args:
-      config: the run; checked before any compute.
-      workdir: where files go. An existing run there needs ``resume=True``.
-      resume: continue the run in ``workdir`` from its last checkpoint, with its saved
-        config (``config`` may differ only in :data:`~esmeta_core.configs.RESUMABLE`).
-      allow_changes: on resume, let ``config`` differ from the saved run anywhere.
-      progress: show progress bars.
-      on_step: called with each finished step (used by tests to interrupt).
+      config: the run, checked before any compute; workdir: where files go.
+      resume: continue the run in ``workdir`` with its saved config (``config`` may
+        differ only in :data:`~esmeta_core.configs.RESUMABLE`, or anywhere with
+        ``allow_changes``).
+      progress: show progress bars; on_step: called with each finished step (tests).
       command: the command line recorded in ``summary.json`` (default: this process's).
     """
     workdir, mesh = Path(workdir), sharding.population_mesh()
