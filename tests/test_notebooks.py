@@ -49,6 +49,21 @@ def test_notebook_follows_the_conventions(md):
     )
 
 
+@pytest.mark.parametrize("md", SOURCES, ids=[p.stem for p in SOURCES])
+def test_every_code_cell_with_outputs_was_executed(md):
+    """nbval refuses a cell that has outputs but no execution count ("Unrun reference cell")."""
+    executed = jupytext.read(md.with_suffix(".ipynb"))
+    unrun = [
+        i
+        for i, c in enumerate(executed.cells)
+        if c.cell_type == "code" and c.get("outputs") and c.get("execution_count") is None
+    ]
+    assert not unrun, (
+        f"cells {unrun} of {md.with_suffix('.ipynb').name} have outputs but were never run: "
+        f"run scripts/execute_notebooks.py notebooks/{md.name}"
+    )
+
+
 def test_quick_mode_is_on_under_ci():
     if os.environ.get("CI"):
         assert os.environ.get("ESMETA_QUICK") == "1"
