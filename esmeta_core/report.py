@@ -447,6 +447,21 @@ def results_tables(results: str | Path = "results") -> str:
         ],
     )
     add(
+        "benchmarks/multihost_scaling.json",
+        lambda d: f"ES steps/s over simulated devices and local processes (`{d['command']}`)",
+        ["processes", "devices in all", "scheme", "steps/s, median (min-max)", "ratio to 1 device"],
+        lambda d: [
+            [
+                r["processes"],
+                r["devices"],
+                r["scheme"],
+                f"{r['steps_per_s_median']} ({r['steps_per_s_min']}-{r['steps_per_s_max']})",
+                r["ratio_to_1_device"],
+            ]
+            for r in d["rows"]
+        ],
+    )
+    add(
         "benchmarks/vs_evosax.json",
         lambda d: f"Against evosax OpenES (`{d['command']}`)",
         [

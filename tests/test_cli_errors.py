@@ -1,11 +1,13 @@
-"""The real ``esmeta`` command on bad input: a non-zero exit, one clear line, no traceback.
+"""The ``esmeta`` command on bad input: a non-zero exit, one clear line, no traceback.
 
 Rows of the reliability issue (#15) covered here: ``esmeta eval --split nope`` /
 ``--episodes 0`` (and malformed ``--settings``), every bad-data row (npz of
 float, all-NaN or inverted images, a small npz claiming 1500 characters, a zip
 with a 300 MiB member, a PNG bomb, 50x50 PNGs) as met by ``esmeta train``, bad
 config values and config files, ``--resume`` with no run, a workdir under a file,
-and ``--sigma 1e30`` (training that diverges). The in-process rows (huge ``--lr``,
+and ``--sigma 1e30`` (training that diverges).
+Most rows call ``cli.main`` in this process (the same code, without a Python and JAX
+start per row); two run the real command in a subprocess. The in-process rows (huge ``--lr``,
 backprop, resume overrides, read-only file systems) are in ``tests/test_train.py``.
 """
 
@@ -16,17 +18,24 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 from bad_files import npz_with_header, png_header_only, png_of_size
 
-from esmeta_core import evaluation
+from esmeta_core import cli, evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _esmeta(*args: str, data_dir: Path | None = None, timeout: float = 300):
+class Result(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _esmeta_command(*args: str, data_dir: Path | None = None, timeout: float = 300) -> Result:
     """Runs the installed ``esmeta`` command (or ``python -m esmeta_core.cli``) on this checkout."""
     script = Path(sys.executable).with_name("esmeta")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "esmeta_core.cli"]
@@ -34,7 +43,7 @@ def _esmeta(*args: str, data_dir: Path | None = None, timeout: float = 300):
     env.pop("XLA_FLAGS", None)
     if data_dir is not None:
         env["ESMETA_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
+    done = subprocess.run(
         [*command, *args],
         env=env,
         capture_output=True,
@@ -43,6 +52,31 @@ def _esmeta(*args: str, data_dir: Path | None = None, timeout: float = 300):
         cwd=ROOT,
         check=False,
     )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def esmeta(capsys, monkeypatch):
+    """``esmeta ARGS`` in this process (``cli.main``): the same code as the command, no JAX start.
+
+    An uncaught exception propagates and fails the test, which is what "no traceback"
+    asks of the real command; ``test_diverging_training_exits_non_zero_without_a_summary`` and
+    ``test_a_bad_argument_of_the_real_command_exits_2`` run the command itself.
+    """
+
+    def run(*args: str, data_dir: Path | None = None, timeout: float = 300) -> Result:
+        del timeout  # a subprocess option
+        if data_dir is not None:
+            monkeypatch.setenv("ESMETA_DATA_DIR", str(data_dir))
+        capsys.readouterr()
+        try:
+            code = cli.main(list(args))
+        except SystemExit as e:  # argparse errors
+            code = e.code
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return run
 
 
 def _assert_clean_failure(result, *needles: str):
@@ -66,10 +100,16 @@ def _assert_clean_failure(result, *needles: str):
         (["--width", "0"], "--width: must be >= 1"),
     ],
 )
-def test_bad_eval_arguments_exit_2_naming_the_argument(tmp_path, args, needle):
-    result = _esmeta("eval", "--workdir", str(tmp_path), *args, timeout=60)
+def test_bad_eval_arguments_exit_2_naming_the_argument(esmeta, tmp_path, args, needle):
+    result = esmeta("eval", "--workdir", str(tmp_path), *args, timeout=60)
     assert result.returncode == 2
     _assert_clean_failure(result, needle)
+
+
+def test_a_bad_argument_of_the_real_command_exits_2(tmp_path):
+    result = _esmeta_command("eval", "--workdir", str(tmp_path), "--episodes", "0", timeout=120)
+    assert result.returncode == 2
+    _assert_clean_failure(result, "--episodes: must be >= 1")
 
 
 def test_evaluate_refuses_zero_episodes_with_a_clear_error():
@@ -119,13 +159,15 @@ def _bad_background(kind: str, path_npz: Path, path_zip: Path) -> None:
         ("png-50x50", "is 50x50, expected 105x105"),
     ],
 )
-def test_train_on_bad_data_exits_2_with_one_clear_line(tmp_path, omniglot_dir, kind, needle):
+def test_train_on_bad_data_exits_2_with_one_clear_line(
+    esmeta, tmp_path, omniglot_dir, kind, needle
+):
     data = tmp_path / "data"
     data.mkdir()
     (data / "images_evaluation.npz").symlink_to(omniglot_dir / "images_evaluation.npz")
     (data / "splits").symlink_to(omniglot_dir / "splits")
     _bad_background(kind, data / "images_background.npz", data / "images_background.zip")
-    result = _esmeta(
+    result = esmeta(
         "train", "--workdir", str(tmp_path / "run"), "--steps", "1", "--no-progress", data_dir=data
     )
     assert result.returncode == 2
@@ -161,11 +203,11 @@ def test_train_on_bad_data_exits_2_with_one_clear_line(tmp_path, omniglot_dir, k
         "file-bad-json",
     ],
 )
-def test_bad_train_config_exits_2_naming_the_field(tmp_path, args, config_text, needle):
+def test_bad_train_config_exits_2_naming_the_field(esmeta, tmp_path, args, config_text, needle):
     if config_text is not None:
         (tmp_path / "bad.json").write_text(config_text)
         args = [*args, "--config", str(tmp_path / "bad.json")]
-    result = _esmeta("train", "--workdir", str(tmp_path / "run"), *args, timeout=60)
+    result = esmeta("train", "--workdir", str(tmp_path / "run"), *args, timeout=60)
     assert result.returncode == 2
     _assert_clean_failure(result, "esmeta: error:", needle)
     if config_text is not None:
@@ -173,12 +215,12 @@ def test_bad_train_config_exits_2_naming_the_field(tmp_path, args, config_text, 
     assert not (tmp_path / "run").exists()
 
 
-def test_resume_with_no_run_and_a_workdir_under_a_file_exit_2(tmp_path, omniglot_dir):
-    result = _esmeta("train", "--workdir", str(tmp_path / "none"), "--resume", timeout=60)
+def test_resume_with_no_run_and_a_workdir_under_a_file_exit_2(esmeta, tmp_path, omniglot_dir):
+    result = esmeta("train", "--workdir", str(tmp_path / "none"), "--resume", timeout=60)
     assert result.returncode == 2
     _assert_clean_failure(result, "holds no run to continue")
     (tmp_path / "file").write_text("")
-    result = _esmeta(
+    result = esmeta(
         "train",
         "--preset",
         "smoke",
@@ -193,7 +235,7 @@ def test_resume_with_no_run_and_a_workdir_under_a_file_exit_2(tmp_path, omniglot
 
 def test_diverging_training_exits_non_zero_without_a_summary(tmp_path, omniglot_dir):
     workdir = tmp_path / "run"
-    result = _esmeta(
+    result = _esmeta_command(
         "train",
         "--preset",
         "smoke",

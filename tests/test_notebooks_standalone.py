@@ -1,62 +1,69 @@
-"""Every chapter runs alone, as readers open it: one .ipynb in an empty folder.
+"""Every chapter runs alone, as readers open it: on the installed package, not the checkout.
 
-The package comes from a wheel built from this checkout (so the committed
-results must travel as package data), installed into a private folder that is
-put first on the kernel's path; the dependencies come from the test
-environment. No checkout is around the notebook: a chapter that reads
-``../results`` or imports a repository script fails here.
+nbval runs each chapter with esmeta_core from a wheel of this checkout, installed
+into a folder of its own and put first on the kernel's ``PYTHONPATH`` (the root
+``conftest.py``). These tests check the two halves of that claim: such a kernel
+imports the wheel (whose committed results travel as package data), and no chapter
+reaches into the checkout around it (``../results``, repository scripts, ``sys.path``).
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import nbclient
-import nbformat
+import jupytext
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SOURCES = sorted((ROOT / "notebooks").glob("*.md"))
+REACHES_INTO_THE_CHECKOUT = re.compile(
+    r"\.\./|sys\.path|\b(from|import) (scripts|benchmarks)\b|Path\(__file__\)|os\.chdir"
+)
 
 
-@pytest.fixture(scope="module")
-def installed_package(tmp_path_factory) -> Path:
-    """esmeta_core installed from a wheel of this checkout into a folder of its own."""
-    wheels, target = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("site")
-    pip = [sys.executable, "-m", "pip"]
-    subprocess.run([*pip, "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)], check=True)
-    (wheel,) = wheels.glob("*.whl")
-    subprocess.run(
-        [*pip, "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True
+def _kernel_environment(installed: Path) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(installed))
+    env.pop("ESMETA_RESULTS_DIR", None)
+    return env
+
+
+def test_the_kernel_imports_the_wheel_and_finds_the_committed_results_in_it(
+    installed_package, tmp_path
+):
+    probe = (
+        "import json, esmeta_core\n"
+        "from esmeta_core import resources\n"
+        "print(json.dumps([esmeta_core.__file__, str(resources.results_dir()),"
+        " sorted(p.name for p in resources.results_dir().iterdir())]))"
     )
-    return target
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_chapter_runs_alone_in_an_empty_folder(notebook, installed_package, tmp_path, monkeypatch):
-    alone = tmp_path / notebook.name
-    shutil.copy(notebook, alone)
-    monkeypatch.setenv("PYTHONPATH", str(installed_package))  # the kernel imports the wheel
-    monkeypatch.setenv("ESMETA_QUICK", "1")
-    monkeypatch.delenv("ESMETA_RESULTS_DIR", raising=False)
-    monkeypatch.chdir(tmp_path)
-    nb = nbformat.read(alone, as_version=4)
-    nbclient.NotebookClient(
-        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    where = "".join(o.get("text", "") for o in code[0].outputs)
-    assert "backend" in where, "the setup cell reports the runtime"
-    imported = subprocess.run(
-        [sys.executable, "-c", "import esmeta_core; print(esmeta_core.__file__)"],
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
         capture_output=True,
         text=True,
-        env={**os.environ},
+        env=_kernel_environment(installed_package),
+        cwd=tmp_path,  # an empty folder: nothing of the checkout around
         check=True,
-    ).stdout
-    assert str(installed_package) in imported, "the test must run the installed wheel"
+    )
+    module, results, folders = json.loads(done.stdout)
+    assert module.startswith(str(installed_package)), "the kernel must run the installed wheel"
+    assert results.startswith(str(installed_package)), "results come with the package"
+    assert {"protonet", "evograd", "vsml", "benchmarks"} <= set(folders)
+
+
+@pytest.mark.parametrize("md", SOURCES, ids=[p.stem for p in SOURCES])
+def test_chapter_code_never_reaches_into_the_checkout(md):
+    code = [c.source for c in jupytext.read(md).cells if c.cell_type == "code"]
+    for i, source in enumerate(code):
+        found = REACHES_INTO_THE_CHECKOUT.search(source)
+        assert found is None, f"{md.name}, code cell {i}: {found.group(0)!r} needs a checkout"
+
+
+def test_notebook_cells_run_on_the_installed_wheel(request):
+    """The hook that gives nbval's kernels the wheel is active for the notebooks."""
+    hook = request.config.pluginmanager.get_plugin(str(ROOT / "conftest.py"))
+    assert hook is not None and hasattr(hook, "pytest_runtest_setup")
