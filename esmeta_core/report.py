@@ -586,6 +586,12 @@ def results_tables(results: str | Path = "results") -> str:
         vsml_rows,
     )
     add(
+        "vsml/long.json",
+        lambda d: f"VS-ML, one long ES run (`{d['command']}`)",
+        VSML_LONG_HEADERS,
+        vsml_long_rows,
+    )
+    add(
         "vsml/invariance.json",
         lambda d: f"VS-ML cells unchanged on other tasks (`{d['command']}`)",
         VSML_INVARIANCE_HEADERS,
@@ -629,6 +635,24 @@ def vsml_rows(result: dict[str, Any]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+VSML_LONG_HEADERS = ("learner", "digits, first 10 of 50", "digits, last 10 of 50")
+
+
+def vsml_long_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Rows of the long-run table from ``vsml/long.json``: VS-ML by ES against tuned SGD, Adam."""
+    steps, minutes = result["config"]["steps"], result["train_wall_s"] / 60
+    rows = [[f"VS-ML, ES from scratch, {steps} steps ({minutes:.0f} min)", "vsml"]]
+    rows += [["online SGD (tuned lr)", "sgd"], ["online Adam (tuned lr)", "adam"]]
+    return [
+        [
+            name,
+            f"{100 * result[f'{key}_digits_first10']:.1f} %",
+            f"{100 * result[f'{key}_digits_last10']:.1f} %",
+        ]
+        for name, key in rows
+    ]
 
 
 def vsml_invariance_rows(result: dict[str, Any]) -> list[list[str]]:

@@ -70,18 +70,5 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The README's long-run table from ``long.json``: digits accuracy, first and last 10."""
-    steps = result["config"]["steps"]
-    lines = [
-        "| learner | digits, first 10 of 50 | digits, last 10 of 50 |",
-        "| --- | --- | --- |",
-        f"| VS-ML, ES from scratch, {steps} steps | {100 * result['vsml_digits_first10']:.1f} % | "
-        f"{100 * result['vsml_digits_last10']:.1f} % |",
-    ]
-    for name in ("sgd", "adam"):
-        lines.append(
-            f"| online {name.upper() if name == 'sgd' else 'Adam'} (tuned lr) | "
-            f"{100 * result[f'{name}_digits_first10']:.1f} % | "
-            f"{100 * result[f'{name}_digits_last10']:.1f} % |"
-        )
-    return "\n".join(lines)
+    """The README's long-run table from ``long.json`` (``report.vsml_long_rows``)."""
+    return report.table(report.VSML_LONG_HEADERS, report.vsml_long_rows(result))
