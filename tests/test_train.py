@@ -34,7 +34,7 @@ def test_few_seeded_steps_lower_the_training_loss(train_images, method):
         population=64,
         sigma=0.01,
         lr=3e-3,
-        chunk_size=8,
+        chunk_size=1,  # lax.map over members: vmapped convolutions are slow on CPU
         batch=4,
     )
     model = protonet.Conv4(config.width)
