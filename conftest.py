@@ -12,6 +12,7 @@ imports, and that no chapter reaches into the checkout around it.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import subprocess
@@ -39,7 +40,10 @@ def installed_package_dir() -> Path:
         atexit.register(shutil.rmtree, work, True)
         wheels, target = work / "wheel", work / "site"
         pip = [sys.executable, "-m", "pip"]
-        _quiet([*pip, "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)])
+        # setuptools builds in the checkout's build/: one build at a time (xdist workers).
+        with open(Path(tempfile.gettempdir()) / "esmeta-wheel-build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _quiet([*pip, "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)])
         (wheel,) = wheels.glob("*.whl")
         _quiet([*pip, "install", "--no-deps", "-q", "--target", str(target), str(wheel)])
         _INSTALLED.append(target)
