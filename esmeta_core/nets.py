@@ -192,6 +192,21 @@ def linear_learner(optimizer: optax.GradientTransformation, *, num_classes: int)
     return learner
 
 
+def mlp_sgd_learner(*, hidden: tuple[int, ...], lr: float | jax.Array, num_classes: int) -> Learner:
+    """Online backprop (batch size 1) on a tanh MLP ``n_in -> *hidden -> num_classes``.
+
+    ``vsml.online_mlp_sgd_logits`` from fresh weights ``vsml.init_mlp_weights(key)``
+    each episode: the teacher of the multi-layer imitation, run on its own.
+    """
+
+    def learner(_params, key, x, y):
+        sizes = (x.shape[1], *hidden, num_classes)
+        logits = vsml.online_mlp_sgd_logits(x, y, vsml.init_mlp_weights(key, sizes), lr=lr)
+        return vsml.online_metrics(logits, y)
+
+    return learner
+
+
 def init_hebbian(key: jax.Array, *, n_in: int, num_classes: int) -> dict[str, jax.Array]:
     """Parameters of the Hebbian fast-weight learner (the reference's ``HebbianFW``).
 

@@ -428,6 +428,79 @@ def online_sgd_logits(
     return logits
 
 
+def online_mlp_sgd_logits(
+    inputs: jax.Array,
+    labels: jax.Array,
+    weights: tuple[jax.Array, ...] | list[jax.Array],
+    *,
+    lr: float | jax.Array,
+) -> jax.Array:
+    """The multi-layer reference learner: online backprop on a tanh MLP without biases.
+
+    With ``a_0 = x`` and weights ``W_k`` f32[n_k, n_{k+1}] (starting at ``weights``),
+    each example is first predicted,
+
+    .. math:: a_{k+1} = \\tanh(a_k W_k) \\;(k < K - 1), \\qquad
+              z = a_{K-1} W_{K-1},
+
+    then every layer takes one SGD step on its cross-entropy,
+    :math:`W_k \\leftarrow W_k - \\eta\\, a_k^\\top \\delta_k` with
+    :math:`\\delta_{K-1} = \\mathrm{softmax}(z) - \\mathrm{onehot}(y)` and
+    :math:`\\delta_{k-1} = (\\delta_k W_k^\\top) \\odot (1 - a_k^2)` (batch size 1,
+    the gradients taken before any layer moves). ``tanh`` because a VS-ML hidden unit
+    sends a bounded, odd-symmetric message (a mean of ``o * tanh(c)``); no biases,
+    because a VS-ML layer keeps state per connection, not per unit.
+    ``weights=(W,)`` is online SGD on ``z = x W`` (``online_sgd_logits`` in the
+    usual scale: ``W = w / n_in``, ``lr / n_in``).
+
+    Args:
+      inputs: f32[T, n_0]; labels: i32[T]; weights: the initial ``W_k``.
+
+    Returns:
+      logits f32[T, n_K], each computed before its label was shown.
+    """
+
+    def loss(ws, x, y):
+        a = x
+        for w in ws[:-1]:
+            a = jnp.tanh(a @ w)
+        logits = a @ ws[-1]
+        return -jax.nn.log_softmax(logits)[y], logits
+
+    def step(ws, example):
+        x, y = example
+        grads, logits = jax.grad(loss, has_aux=True)(ws, x, y)
+        return tuple(w - lr * g for w, g in zip(ws, grads, strict=True)), logits
+
+    _, logits = lax.scan(step, tuple(weights), (inputs, labels))
+    return logits
+
+
+def init_mlp_weights(key: jax.Array, sizes: tuple[int, ...]) -> tuple[jax.Array, ...]:
+    """Initial MLP weights f32[n_k, n_{k+1}]: truncated normal, std ``1/sqrt(n_k)``.
+
+    The same distribution as unit 0 of a VS-ML layer's initial cell state under the
+    ``"reference"`` init (what ``initial_weights`` reads as the teacher's weights),
+    so a baseline MLP run by ``online_mlp_sgd_logits`` starts like the teacher does.
+    """
+    keys = jax.random.split(key, len(sizes) - 1)
+    return tuple(
+        _truncated_normal(k, (a, b), 1 / a**0.5)
+        for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
+    )
+
+
+def initial_weights(net: NetworkState) -> tuple[jax.Array, ...]:
+    """The teacher's initial MLP weights: unit 0 of each layer's initial cell state.
+
+    ``net`` from ``init_network``: returns one f32[n_in_k, n_out_k] per layer
+    (``c[..., 0]``, no gradient). Teacher and VS-ML network then start from the
+    same random draw, so the teacher's predictions are a function of what the
+    VS-ML network holds and the imitation loss can in principle reach zero.
+    """
+    return tuple(lax.stop_gradient(layer.c[..., 0]) for layer in net.layers)
+
+
 def imitation_loss(
     meta: dict,
     key: jax.Array,
@@ -440,14 +513,28 @@ def imitation_loss(
 ) -> jax.Array:
     """Meta-loss for learning "backprop in forward mode" by regression.
 
-    Runs the VS-ML layer and online SGD (``online_sgd_logits``) on the same
-    stream, each driven by its own errors, and returns the mean squared
-    difference of their predictions, a scalar. At zero the meta-parameters
-    implement online SGD with learning rate ``lr``.
+    Runs the VS-ML network and a teacher on the same stream, each driven by its
+    own errors, and returns the mean squared difference of their predictions, a
+    scalar:
+
+    .. math:: \\mathcal{L}(\\phi) = \\tfrac{1}{T C} \\textstyle\\sum_{t, j}
+              \\big(z^{\\mathrm{VSML}}_{tj}(\\phi) - z^{\\mathrm{teacher}}_{tj}\\big)^2 .
+
+    One layer (``config.hidden == ()``): the teacher is online SGD on the linear
+    layer from ``w = 0`` (``online_sgd_logits``, learning rate ``lr``). With hidden
+    layers: online backprop on the tanh MLP of the same widths
+    (``online_mlp_sgd_logits``, learning rate ``lr``), starting from the weights
+    ``initial_weights`` reads from the VS-ML network's initial state (same ``key``).
+    At zero the meta-parameters implement that teacher.
     """
+    config = VSMLConfig() if config is None else config
     vsml_logits = online_logits(meta, key, inputs, labels, num_classes=num_classes, config=config)
-    sgd_logits = online_sgd_logits(inputs, labels, num_classes=num_classes, lr=lr)
-    return jnp.mean((vsml_logits - sgd_logits) ** 2)
+    if config.hidden:
+        net = init_network(key, meta, inputs.shape[1], num_classes, config)
+        target = online_mlp_sgd_logits(inputs, labels, initial_weights(net), lr=lr)
+    else:
+        target = online_sgd_logits(inputs, labels, num_classes=num_classes, lr=lr)
+    return jnp.mean((vsml_logits - target) ** 2)
 
 
 def sgd_handset_meta_params(

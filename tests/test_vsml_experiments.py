@@ -46,3 +46,27 @@ def test_run_writes_one_part_per_seed_gathers_them_and_skips_them_next_time(
     assert len(first["VS-ML"]["last10_per_seed"]) == 2  # both cells, unchanged
     assert {"SGD", "Adam"} <= set(first)
     assert "digits-16in-3way" in vsml_invariance.markdown_table(inv)
+
+
+def test_multi_layer_imitation_and_its_mlp_baseline_run_end_to_end(
+    omniglot_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ESMETA_DATA_DIR", str(omniglot_dir))
+    # one compiled learner per rate tried makes tuning most of the time: take grid[2]
+    monkeypatch.setattr(gen, "tune_learner_lr", lambda make, pool, grid, **_: grid[2])
+    config = gen.Config(
+        learners=("sgd-mlp", "vsml-imitation-mlp"), seeds=(0,), regression_steps=2,
+        regression_tasks=1, test_tasks=4, eval_every=1,
+    )  # fmt: skip
+    result = gen.run(config, tmp_path)
+    learners = result["learners"]
+    assert learners["sgd-mlp"]["seeds"] == [0] and learners["sgd-mlp"]["num_params"] == 0
+    imitation = learners["vsml-imitation-mlp"]
+    assert len(imitation["meta_training"][0]["eval"]) == 3  # steps 0, 1 and 2
+    part = gen.report.load_json(gen.part_path(tmp_path, "vsml-imitation-mlp", 0))
+    assert part["sgd_mlp_lr"] == gen.MLP_LR_GRID[2]
+    params = gen.load_params(gen.part_path(tmp_path, "vsml-imitation-mlp", 0))
+    assert "bwd_w" in params  # a network with a hidden layer
+    assert "VS-ML 16-8-5, backprop imitation by regression" in gen.markdown_table(result)
+    with pytest.raises(ValueError, match="mlp_hidden"):
+        gen.validate_config(gen.Config(mlp_hidden=()))

@@ -22,7 +22,11 @@ Learners, by family (``Config.learners`` picks them, by slug):
 - "backprop in forward mode": ``vsml-imitation`` (regression onto online SGD's
   predictions, by gradient), ``vsml-imitation-es`` (the same regression by ES),
   ``vsml-imitation-finetune`` (the regression cell, then ES on the online
-  cross-entropy: "and improving it").
+  cross-entropy: "and improving it");
+- backprop through more than one layer: ``vsml-imitation-mlp`` (a VS-ML network
+  with hidden layers ``Config.mlp_hidden``, regressed by gradient onto online
+  backprop on the tanh MLP of the same widths, ``vsml.online_mlp_sgd_logits``),
+  against that MLP's online SGD on its own, ``sgd-mlp`` (lr tuned on Omniglot).
 
 Each (learner, seed) is one result file ``parts/<learner>/seed<k>.json`` (plus
 its trained parameters, ``.npz``), written once; a later call skips the parts
@@ -69,9 +73,14 @@ NAMES = {  # slug -> the name in the tables and plots
     "vsml-imitation": "VS-ML, SGD imitation by regression",
     "vsml-imitation-es": "VS-ML, SGD imitation by ES",
     "vsml-imitation-finetune": "VS-ML, regression imitation + ES",
+    "sgd-mlp": "online SGD, 16-8-5 tanh MLP (tuned lr)",
+    "vsml-imitation-mlp": "VS-ML 16-8-5, backprop imitation by regression",
 }
-UNSEEDED = ("sgd", "adam", "vsml-handset")  # nothing random to meta-train: one "seed"
-BACKPROP_PANEL = ("sgd", "vsml-handset", "vsml-imitation", "vsml-imitation-es")
+UNSEEDED = ("sgd", "adam", "vsml-handset", "sgd-mlp")  # nothing to meta-train: one "seed"
+BACKPROP_PANEL = (
+    "sgd", "vsml-handset", "vsml-imitation", "vsml-imitation-es", "sgd-mlp", "vsml-imitation-mlp",
+)  # fmt: skip
+MLP_LEARNERS = ("sgd-mlp", "vsml-imitation-mlp")  # their parts record the MLP's tuned lr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +90,12 @@ class Config:
     ``steps``/``population``/``tasks_per_step``/``sigma`` are the ES budget of every
     ES-trained learner; the gradient-trained ones take the same ``steps`` and
     ``tasks_per_step``. ``eval_every`` steps the digits accuracy is logged (the
-    meta-test curve).
+    meta-test curve). ``mlp_hidden``: the hidden widths of ``sgd-mlp`` and
+    ``vsml-imitation-mlp`` (the names in ``NAMES`` say 16-8-5, the default);
+    ``mlp_grad_lr``: the Adam rate of that regression (``regression_steps`` steps of
+    ``regression_tasks`` tasks): its loss barely moved at ``grad_lr`` (0.55 -> 0.52
+    in 200 steps at 3e-3, 0.55 -> 0.56 in 120 at 1e-2) and fell to 0.32 in 120
+    steps at 3e-2 (seed 0, reference init).
     """
 
     learners: tuple[str, ...] = tuple(NAMES)
@@ -102,6 +116,8 @@ class Config:
     finetune_sigma: float = 0.02
     test_tasks: int = 200
     eval_every: int = 50
+    mlp_hidden: tuple[int, ...] = (8,)
+    mlp_grad_lr: float = 0.03
     redo: bool = False
 
 
@@ -114,10 +130,12 @@ def validate_config(config: Config) -> None:
         raise ValueError(f"init must be one of {vsml.INITS}, got {config.init!r}")
     if min(config.steps, config.population, config.tasks_per_step, config.test_tasks) < 1:
         raise ValueError("steps, population, tasks_per_step and test_tasks must be >= 1")
+    if not config.mlp_hidden or min(config.mlp_hidden) < 1:
+        raise ValueError(f"mlp_hidden must be one or more widths >= 1, got {config.mlp_hidden}")
 
 
-def vsml_config(init: str) -> vsml.VSMLConfig:
-    return vsml.VSMLConfig(message_size=8, state_size=16, ticks=1, init=init)
+def vsml_config(init: str, hidden: tuple[int, ...] = ()) -> vsml.VSMLConfig:
+    return vsml.VSMLConfig(message_size=8, state_size=16, ticks=1, hidden=hidden, init=init)
 
 
 # ----------------------------------------------------------------------------
@@ -251,13 +269,29 @@ def tune_lr(
     length: int = LENGTH,
 ) -> float:
     """The learning rate of ``grid`` with the lowest mean online loss on 64 tasks of ``pool``."""
+    return tune_learner_lr(
+        lambda lr: nets.linear_learner(make_optimizer(lr), num_classes=way), pool, grid,
+        way=way, n_in=n_in, length=length,
+    )  # fmt: skip
+
+
+def tune_learner_lr(
+    make_learner: Callable[[float], nets.Learner],
+    pool: Pool,
+    grid: Sequence[float],
+    *,
+    way: int = WAY,
+    n_in: int | None = N_IN,
+    length: int = LENGTH,
+) -> float:
+    """``tune_lr`` for any learner without meta-parameters: ``make_learner(lr)``."""
     xs, ys = tasks.task_batch(np.random.default_rng(123), pool, 64, way=way, n_in=n_in,
                               length=length)  # fmt: skip
-    scores = {
-        lr: curves(nets.linear_learner(make_optimizer(lr), num_classes=way), None, xs, ys)[0].mean()
-        for lr in grid
-    }
+    scores = {lr: curves(make_learner(lr), None, xs, ys)[0].mean() for lr in grid}
     return min(scores, key=scores.get)
+
+
+MLP_LR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # tune_lr's grid and one step above
 
 
 # ----------------------------------------------------------------------------
@@ -276,9 +310,18 @@ class Context:
         self._rates: dict[str, float] = {}
 
     def rate(self, name: str) -> float:
+        """The tuned learning rate of ``"sgd"``, ``"adam"`` or ``"sgd-mlp"`` (tuned once)."""
         if name not in self._rates:
-            self._rates[name] = tune_lr({"sgd": optax.sgd, "adam": optax.adam}[name], self.omniglot)
+            if name == "sgd-mlp":
+                self._rates[name] = tune_learner_lr(self.mlp_sgd, self.omniglot, MLP_LR_GRID)
+            else:
+                make = {"sgd": optax.sgd, "adam": optax.adam}[name]
+                self._rates[name] = tune_lr(make, self.omniglot)
         return self._rates[name]
+
+    def mlp_sgd(self, lr: float) -> nets.Learner:
+        """Online SGD on the ``N_IN -> *mlp_hidden -> WAY`` tanh MLP."""
+        return nets.mlp_sgd_learner(hidden=self.config.mlp_hidden, lr=lr, num_classes=WAY)
 
     def monitor(self, learner: nets.Learner, seed: int) -> Callable[[Any], float]:
         """Digits accuracy over the last 10 examples, on the meta-test tasks (jitted once)."""
@@ -310,7 +353,7 @@ def _es(ctx: Context, learner, params, seed, *, lr, sigma=None, steps=None, loss
     )
 
 
-def _grad(ctx: Context, learner, params, seed, *, steps, tasks_per_step, loss=None, desc):
+def _grad(ctx: Context, learner, params, seed, *, steps, tasks_per_step, loss=None, lr=None, desc):
     return gradient_meta_train(
         online_cross_entropy(learner) if loss is None else loss,
         params,
@@ -318,7 +361,7 @@ def _grad(ctx: Context, learner, params, seed, *, steps, tasks_per_step, loss=No
         seed=seed,
         steps=steps,
         tasks_per_step=tasks_per_step,
-        lr=ctx.config.grad_lr,
+        lr=ctx.config.grad_lr if lr is None else lr,
         monitor=ctx.monitor(learner, seed),
         eval_every=ctx.config.eval_every,
         desc=desc,
@@ -330,6 +373,12 @@ def train_linear(ctx: Context, name: str, seed: int):
     del seed
     make = {"sgd": optax.sgd, "adam": optax.adam}[name]
     return nets.linear_learner(make(ctx.rate(name)), num_classes=WAY), None, {}
+
+
+def train_mlp_sgd(ctx: Context, name: str, seed: int):
+    """Tuned online SGD on the tanh MLP: nothing to meta-train but the rate."""
+    del name, seed
+    return ctx.mlp_sgd(ctx.rate("sgd-mlp")), None, {}
 
 
 def train_handset(ctx: Context, name: str, seed: int):
@@ -375,11 +424,18 @@ def train_by_gradient(ctx: Context, name: str, seed: int):
 
 
 def train_imitation(ctx: Context, name: str, seed: int):
-    """Backprop in forward mode: regression onto online SGD, by gradient or ES, then ES."""
+    """Backprop in forward mode: regression onto online SGD, by gradient or ES, then ES.
+
+    ``vsml-imitation-mlp``: the network has hidden layers ``mlp_hidden`` and the
+    teacher is online backprop on the MLP of those widths at its tuned rate.
+    """
     c, key = ctx.config, jax.random.key(seed)
-    config = vsml_config(c.init)
+    if name == "vsml-imitation-mlp":
+        config, lr = vsml_config(c.init, c.mlp_hidden), ctx.rate("sgd-mlp")
+        meta_lr = c.mlp_grad_lr
+    else:
+        config, lr, meta_lr = vsml_config(c.init), ctx.rate("sgd") * N_IN, c.grad_lr
     learner = nets.vsml_learner(num_classes=WAY, config=config)
-    lr = ctx.rate("sgd") * N_IN
 
     def imitation(meta, key, x, y):
         return vsml.imitation_loss(meta, key, x, y, num_classes=WAY, lr=lr, config=config)
@@ -392,7 +448,8 @@ def train_imitation(ctx: Context, name: str, seed: int):
         return learner, params, log
     params, log = _grad(
         ctx, learner, vsml.init_meta_params(key, config), seed, steps=c.regression_steps,
-        tasks_per_step=c.regression_tasks, loss=imitation, desc=f"vsml-imitation, seed {seed}",
+        tasks_per_step=c.regression_tasks, loss=imitation, lr=meta_lr,
+        desc=f"{'vsml-imitation' if name == 'vsml-imitation-finetune' else name}, seed {seed}",
     )  # fmt: skip
     if name == "vsml-imitation-finetune":
         params, log = _es(
@@ -415,6 +472,8 @@ FAMILIES = {
     "vsml-imitation": train_imitation,
     "vsml-imitation-es": train_imitation,
     "vsml-imitation-finetune": train_imitation,
+    "sgd-mlp": train_mlp_sgd,
+    "vsml-imitation-mlp": train_imitation,
 }
 
 
@@ -471,6 +530,8 @@ def run_part(ctx: Context, out_dir: Path, name: str, seed: int) -> dict[str, Any
         "sgd_lr": ctx.rate("sgd"),
         "adam_lr": ctx.rate("adam"),
     }
+    if name in MLP_LEARNERS:
+        payload["sgd_mlp_lr"] = ctx.rate("sgd-mlp")
     report.write_result(
         path,
         payload,
