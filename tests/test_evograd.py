@@ -260,5 +260,5 @@ def test_fwt_experiment_writes_every_row_with_provenance(tmp_path, omniglot_dir,
     rows = {r["variant"]["method"]: r for r in result["rows"]}
     assert rows["none"]["hypergradient_s"] is None and rows["evograd"]["hypergradient_s"] > 0
     initial = float(jax.nn.softplus(config.gamma0))
-    assert not np.allclose(rows["evograd"]["final_lambda"]["gamma"], initial, rtol=1e-5)
+    assert not np.allclose(rows["evograd"]["final_fwt_std"]["gamma"], initial, rtol=1e-5)
     assert (tmp_path / "fwt.png").exists()
