@@ -262,3 +262,17 @@ def test_fwt_experiment_writes_every_row_with_provenance(tmp_path, omniglot_dir,
     initial = float(jax.nn.softplus(config.gamma0))
     assert not np.allclose(rows["evograd"]["final_fwt_std"]["gamma"], initial, rtol=1e-5)
     assert (tmp_path / "fwt.png").exists()
+
+
+def test_fwt_pooled_accuracy_matches_the_concatenated_episodes():
+    rng = np.random.default_rng(0)
+    per_seed = [rng.random(n) for n in (40, 60)]
+    evals = [
+        evaluation.Evaluation(a.mean(), 1.96 * a.std(ddof=1) / np.sqrt(len(a)), len(a))
+        for a in per_seed
+    ]
+    both = np.concatenate(per_seed)
+    got = evograd_fwt.pooled(evals)
+    np.testing.assert_allclose(got["accuracy"], both.mean())
+    np.testing.assert_allclose(got["ci95"], 1.96 * both.std(ddof=1) / np.sqrt(len(both)))
+    np.testing.assert_allclose(got["seed_std"], np.std([a.mean() for a in per_seed]))
