@@ -35,6 +35,7 @@ EXPERIMENTS = {
     "evograd-1d": "evograd_toy",
     "evograd-rotation": "evograd_rotation",
     "evograd-mwn": "evograd_mwn",
+    "evograd-fwt": "evograd_fwt",
     "population-sweep": "population_sweep",
     "capacity": "capacity",
     "es-ablations": "es_ablations",

@@ -17,12 +17,19 @@ running averages (so ES needs no state besides the weights), queries never
 influence each other (no transductive leakage), and an episode's queries can be
 embedded in chunks with exactly the same result, which keeps the memory of a
 forward pass flat in the number of queries.
+
+**Feature-wise transformation (FWT).** For cross-domain training the embedding
+takes an optional :class:`FeatureTransform`: after every batch norm the features
+are scaled and shifted per channel, ``x * gamma + beta``, with ``gamma`` and
+``beta`` drawn by :func:`sample_feature_transform` from hyperparameters
+(Tseng et al. 2020, arXiv:2001.08735, eq. 1-2). It is passed in during training
+only; evaluation never passes one, so a test forward pass is the plain Conv4.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -33,6 +40,56 @@ from jax import lax
 # :class:`esmeta_core.data.Episode`: the model reads it by position and imports nothing
 # from the data part (see docs/ARCHITECTURE.md).
 Episode = tuple[Any, Any, Any, Any]
+
+
+class FeatureTransform(NamedTuple):
+    """Per-layer, per-channel scale and shift after batch norm, each f32[depth, width]."""
+
+    gamma: jax.Array
+    beta: jax.Array
+
+
+def init_fwt_hyperparams(
+    depth: int, width: int, *, gamma: float = 0.3, beta: float = 0.5
+) -> dict[str, jax.Array]:
+    """FWT hyperparameters ``{"gamma": f32[depth, width], "beta": f32[depth, width]}``.
+
+    The defaults are the initial values of Tseng et al.'s public code (``theta_gamma =
+    0.3``, ``theta_beta = 0.5``: standard deviations softplus(.) = 0.85 and 0.97).
+    """
+    return {
+        "gamma": jnp.full((depth, width), gamma, jnp.float32),
+        "beta": jnp.full((depth, width), beta, jnp.float32),
+    }
+
+
+def sample_feature_transform(key: jax.Array, hyper: dict[str, jax.Array]) -> FeatureTransform:
+    """One draw of the FWT layers (Tseng et al. 2020, arXiv:2001.08735, eq. 1-2).
+
+    .. math::
+
+       \\gamma \\sim N(1, \\operatorname{softplus}(\\theta_\\gamma)^2), \\qquad
+       \\beta \\sim N(0, \\operatorname{softplus}(\\theta_\\beta)^2),
+
+    per layer and channel, one draw for the whole batch (as in the public code, which
+    multiplies ``randn`` by ``softplus(theta)``: softplus is the standard deviation).
+    Reparameterised, so the draw is differentiable in ``hyper`` for a fixed ``key``.
+
+    Args:
+      key: PRNG key of this draw.
+      hyper: ``{"gamma": theta_gamma, "beta": theta_beta}``, each f32[depth, width].
+
+    Returns:
+      A :class:`FeatureTransform` of the same shapes.
+    """
+    k_gamma, k_beta = jax.random.split(key)
+    theta_gamma, theta_beta = hyper["gamma"], hyper["beta"]
+    eps_gamma = jax.random.normal(k_gamma, theta_gamma.shape, theta_gamma.dtype)
+    eps_beta = jax.random.normal(k_beta, theta_beta.shape, theta_beta.dtype)
+    return FeatureTransform(
+        gamma=1.0 + eps_gamma * jax.nn.softplus(theta_gamma),
+        beta=eps_beta * jax.nn.softplus(theta_beta),
+    )
 
 
 class SupportBatchNorm(nn.Module):
@@ -61,12 +118,29 @@ class Conv4(nn.Module):
     depth: int = 4
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, stats_rows: int | None = None) -> jax.Array:
-        """Embeds images: f32[n, h, w, 1] -> f32[n, d]."""
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        stats_rows: int | None = None,
+        transform: FeatureTransform | None = None,
+    ) -> jax.Array:
+        """Embeds images: f32[n, h, w, 1] -> f32[n, d].
+
+        ``transform`` (training only): layer ``i``'s batch-norm output becomes
+        ``x * transform.gamma[i] + transform.beta[i]`` (FWT, see the module docstring).
+        """
         stats_rows = x.shape[0] if stats_rows is None else stats_rows
-        for _ in range(self.depth):
+        if transform is not None and jnp.shape(transform.gamma) != (self.depth, self.width):
+            raise ValueError(
+                f"transform must be f32[depth, width] = [{self.depth}, {self.width}], "
+                f"got gamma of shape {jnp.shape(transform.gamma)}."
+            )
+        for i in range(self.depth):
             x = nn.Conv(self.width, (3, 3), padding="SAME")(x)
             x = SupportBatchNorm()(x, stats_rows)
+            if transform is not None:
+                x = x * transform.gamma[i] + transform.beta[i]
             x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         return x.reshape(x.shape[0], -1)
@@ -97,10 +171,17 @@ def squared_distances(z_query: jax.Array, protos: jax.Array) -> jax.Array:
     )
 
 
-def _chunk_loss_and_correct(model, params, support, support_labels, query, query_labels, way):
+def _chunk_loss_and_correct(
+    model, params, transform, support, support_labels, query, query_labels, way
+):
     """Summed cross-entropy and number of correct answers over one chunk of queries."""
     n_support = support.shape[0]
-    z = model.apply({"params": params}, jnp.concatenate([support, query]), stats_rows=n_support)
+    z = model.apply(
+        {"params": params},
+        jnp.concatenate([support, query]),
+        stats_rows=n_support,
+        transform=transform,
+    )
     protos = prototypes(z[:n_support], support_labels, way)  # f32[way, d]
     logits = -squared_distances(z[n_support:], protos)  # f32[n_query_chunk, way]
     log_probs = jax.nn.log_softmax(logits)
@@ -116,6 +197,7 @@ def episode_loss_and_accuracy(
     *,
     way: int,
     query_chunk: int | None = None,
+    transform: FeatureTransform | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Mean query cross-entropy and accuracy of one episode.
 
@@ -129,13 +211,16 @@ def episode_loss_and_accuracy(
       query_chunk: embed the queries this many at a time (a divisor of the
         number of queries); the result is the same, and peak memory of a
         forward pass no longer grows with the number of queries.
+      transform: FWT layers for this episode (training only; see :class:`Conv4`).
 
     Returns:
       ``(loss, accuracy)``, both f32[].
     """
     support, support_labels, query, query_labels = episode
     n_query = query.shape[0]
-    chunk_fn = functools.partial(_chunk_loss_and_correct, model, params, support, support_labels)
+    chunk_fn = functools.partial(
+        _chunk_loss_and_correct, model, params, transform, support, support_labels
+    )
     if query_chunk is None or query_chunk >= n_query:
         nll, correct = chunk_fn(query, query_labels, way)
     else:
@@ -155,10 +240,18 @@ def episode_loss_and_accuracy(
 
 
 def episode_loss(
-    model: Conv4, params: Any, episode: Episode, *, way: int, query_chunk: int | None = None
+    model: Conv4,
+    params: Any,
+    episode: Episode,
+    *,
+    way: int,
+    query_chunk: int | None = None,
+    transform: FeatureTransform | None = None,
 ) -> jax.Array:
     """Mean query cross-entropy of one episode (the ES fitness and the backprop loss)."""
-    return episode_loss_and_accuracy(model, params, episode, way=way, query_chunk=query_chunk)[0]
+    return episode_loss_and_accuracy(
+        model, params, episode, way=way, query_chunk=query_chunk, transform=transform
+    )[0]
 
 
 def episode_spec(way: int, shot: int, query: int, image_size: int = 28) -> Episode:

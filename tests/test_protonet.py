@@ -93,3 +93,48 @@ def test_indivisible_query_chunk_is_rejected(tiny):
     model, params, ep = tiny
     with pytest.raises(ValueError, match="must divide"):
         protonet.episode_loss_and_accuracy(model, params, ep, way=3, query_chunk=5)
+
+
+def test_feature_transform_with_zero_spread_is_the_identity(tiny):
+    """softplus(-inf) = 0: gamma = 1 and beta = 0 exactly, so the embedding is unchanged."""
+    model, params, ep = tiny
+    x = jnp.concatenate([ep.support, ep.query])
+    hyper = protonet.init_fwt_hyperparams(model.depth, model.width, gamma=-jnp.inf, beta=-jnp.inf)
+    transform = protonet.sample_feature_transform(jax.random.key(1), hyper)
+    np.testing.assert_array_equal(transform.gamma, 1.0)
+    np.testing.assert_array_equal(transform.beta, 0.0)
+    plain = model.apply({"params": params}, x, stats_rows=6)
+    same = model.apply({"params": params}, x, stats_rows=6, transform=transform)
+    np.testing.assert_array_equal(plain, same)
+    spread = protonet.sample_feature_transform(
+        jax.random.key(1), protonet.init_fwt_hyperparams(model.depth, model.width)
+    )
+    assert not np.allclose(
+        plain, model.apply({"params": params}, x, stats_rows=6, transform=spread)
+    )
+
+
+def test_feature_transform_follows_tseng_eq_1_2_and_is_differentiable():
+    """Mean 1 and 0, standard deviations softplus(theta); d gamma / d theta = eps sigmoid(theta)."""
+    hyper = protonet.init_fwt_hyperparams(4, 50_000)
+    t = protonet.sample_feature_transform(jax.random.key(0), hyper)
+    assert t.gamma.shape == t.beta.shape == (4, 50_000)
+    np.testing.assert_allclose(t.gamma.mean(), 1.0, atol=0.01)
+    np.testing.assert_allclose(t.beta.mean(), 0.0, atol=0.01)
+    np.testing.assert_allclose(t.gamma.std(), jax.nn.softplus(0.3), rtol=0.01)
+    np.testing.assert_allclose(t.beta.std(), jax.nn.softplus(0.5), rtol=0.01)
+    small = protonet.init_fwt_hyperparams(1, 3)
+    grad = jax.grad(lambda h: protonet.sample_feature_transform(jax.random.key(0), h).gamma.sum())
+    eps = (protonet.sample_feature_transform(jax.random.key(0), small).gamma - 1) / jax.nn.softplus(
+        0.3
+    )
+    np.testing.assert_allclose(grad(small)["gamma"], eps * jax.nn.sigmoid(0.3), rtol=1e-5)
+
+
+def test_feature_transform_of_the_wrong_shape_is_rejected(tiny):
+    model, params, ep = tiny
+    wrong = protonet.sample_feature_transform(
+        jax.random.key(0), protonet.init_fwt_hyperparams(model.depth, model.width + 1)
+    )
+    with pytest.raises(ValueError, match="transform must be f32\\[depth, width\\]"):
+        protonet.episode_loss(model, params, ep, way=3, transform=wrong)
