@@ -610,9 +610,16 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     return result
 
 
+def learner_colours() -> dict[str, Any]:
+    """One distinct colour per learner slug: matplotlib's ten, then six more named ones."""
+    palette = [f"C{k}" for k in range(10)]
+    palette += ["black", "darkgoldenrod", "teal", "navy", "magenta", "lime"]
+    return {name: palette[k % len(palette)] for k, name in enumerate(NAMES)}
+
+
 def plot_curves(ax: Any, results: dict[str, Any], names: Sequence[str], window: int = 5) -> None:
     """Online digits accuracy against examples seen (moving average), mean +- std over seeds."""
-    colours = {name: f"C{k % 10}" for k, name in enumerate(NAMES)}
+    colours = learner_colours()
     for name in names:
         r = results["learners"][name]
         mean, std = np.array(r["digits_accuracy_mean"]), np.array(r["digits_accuracy_std"])
@@ -640,11 +647,12 @@ def plot(results: dict[str, Any], out: str | Path | None = None) -> Any:
     others = [n for n in learners if n not in BACKPROP_PANEL[1:]]
     plot_curves(ax_gen, results, others)
     ax_gen.set_title("meta-trained on Omniglot, tested on unseen digits", fontsize=9)
-    for k, name in enumerate(NAMES):
+    colours = learner_colours()
+    for name in NAMES:
         for s, log in enumerate(learners.get(name, {}).get("meta_training", [])):
             if log.get("eval"):
                 ax_meta.plot(
-                    log["eval_step"], log["eval"], color=f"C{k % 10}", alpha=0.7,
+                    log["eval_step"], log["eval"], color=colours[name], alpha=0.7,
                     label=NAMES[name] if s == 0 else None,
                 )  # fmt: skip
     ax_meta.set(xlabel="meta-training step", ylabel="digits accuracy, last 10 of 50", ylim=(0, 1))
