@@ -648,12 +648,12 @@ def plot(results: dict[str, Any], out: str | Path | None = None) -> Any:
     plot_curves(ax_gen, results, others)
     ax_gen.set_title("meta-trained on Omniglot, tested on unseen digits", fontsize=9)
     colours = learner_colours()
-    for name in NAMES:
+    for name, label in NAMES.items():
         for s, log in enumerate(learners.get(name, {}).get("meta_training", [])):
             if log.get("eval"):
                 ax_meta.plot(
                     log["eval_step"], log["eval"], color=colours[name], alpha=0.7,
-                    label=NAMES[name] if s == 0 else None,
+                    label=label if s == 0 else None,
                 )  # fmt: skip
     ax_meta.set(xlabel="meta-training step", ylabel="digits accuracy, last 10 of 50", ylim=(0, 1))
     ax_meta.axhline(1 / WAY, color="grey", lw=0.8)
