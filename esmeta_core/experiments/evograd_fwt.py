@@ -430,7 +430,8 @@ def plot(result: dict[str, Any], out: str | Path | None = None):
         ax.bar(np.arange(len(settings)) + i * width, acc, width, yerr=ci, label=row["method"])
         if row["variant"]["method"] in ("evograd", "second_order", "fixed"):
             for key, ls in (("gamma", "-"), ("beta", "--")):
-                bx.plot(row["final_fwt_std"][key], ls, marker="o", label=f"{row['method']}, {key}")
+                bx.plot(row["final_fwt_std"][key], ls, marker="o", color=f"C{i}",
+                        label=f"{row['method']}, {key}")  # fmt: skip
     ax.set_xticks(np.arange(len(settings)) + 0.4 - width / 2, settings, fontsize=7)
     ax.set(ylabel="test accuracy (%)", title="No FWT at test time")
     ax.legend(fontsize=6)
