@@ -29,6 +29,7 @@ only; evaluation never passes one, so a test forward pass is the plain Conv4.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -54,13 +55,27 @@ def init_fwt_hyperparams(
 ) -> dict[str, jax.Array]:
     """FWT hyperparameters ``{"gamma": f32[depth, width], "beta": f32[depth, width]}``.
 
-    The defaults are the initial values of Tseng et al.'s public code (``theta_gamma =
-    0.3``, ``theta_beta = 0.5``: standard deviations softplus(.) = 0.85 and 0.97).
+    The defaults are the initial *numbers* of Tseng et al.'s public code (``theta_gamma =
+    0.3``, ``theta_beta = 0.5``), but not their spreads: that code's softplus is
+    ``softplus(x, beta=100)``, nearly ``max(x, 0)``, so its initial standard deviations are
+    0.30 and 0.50, while :func:`sample_feature_transform` uses the plain softplus and
+    these defaults give 0.85 and 0.97. For a given spread pass :func:`fwt_theta` of it.
     """
     return {
         "gamma": jnp.full((depth, width), gamma, jnp.float32),
         "beta": jnp.full((depth, width), beta, jnp.float32),
     }
+
+
+def fwt_theta(std: float) -> float:
+    """The ``theta`` whose softplus is ``std`` (> 0): ``log(exp(std) - 1)``.
+
+    >>> round(fwt_theta(0.5), 4), round(float(jax.nn.softplus(fwt_theta(0.5))), 4)
+    (-0.4328, 0.5)
+    """
+    if not std > 0:
+        raise ValueError(f"an FWT standard deviation must be positive, got {std!r}.")
+    return float(math.log(math.expm1(std)))
 
 
 def sample_feature_transform(key: jax.Array, hyper: dict[str, jax.Array]) -> FeatureTransform:
@@ -72,7 +87,9 @@ def sample_feature_transform(key: jax.Array, hyper: dict[str, jax.Array]) -> Fea
        \\beta \\sim N(0, \\operatorname{softplus}(\\theta_\\beta)^2),
 
     per layer and channel, one draw for the whole batch (as in the public code, which
-    multiplies ``randn`` by ``softplus(theta)``: softplus is the standard deviation).
+    multiplies ``randn`` by ``softplus(theta)``: softplus is the standard deviation; theirs
+    is ``softplus(x, beta=100)``, this one the plain softplus, see
+    :func:`init_fwt_hyperparams`).
     Reparameterised, so the draw is differentiable in ``hyper`` for a fixed ``key``.
 
     Args:

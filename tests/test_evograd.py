@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from esmeta_core import evaluation, evograd, protonet
+from esmeta_core import cli, evaluation, evograd, protonet
 from esmeta_core.data import sample_episode, sample_episodes
 from esmeta_core.data.digits import load_digits
 from esmeta_core.experiments import evograd_fwt, evograd_mwn, evograd_toy
@@ -254,7 +254,14 @@ def test_fwt_experiment_writes_every_row_with_provenance(tmp_path, omniglot_dir,
     result = evograd_fwt.run(config, tmp_path)
     written = json.loads((tmp_path / "fwt.json").read_text())
     assert written["provenance"]["jax_version"] == jax.__version__
-    assert written["command"] == f"esmeta experiment evograd-fwt --out {tmp_path}"
+    assert written["command"] == (
+        f"esmeta experiment evograd-fwt --out {tmp_path} --seeds 1 --steps 2 --width 4 "
+        "--query 1 --domains 2 --methods none,evograd --copies-sweep 2 --test-shots 1 "
+        "--test-episodes 2 --timing-repeats 1 --record-every 1"
+    )
+    assert written["initial_fwt_std"] == {"gamma": 0.8544, "beta": 0.9741}
+    assert set(rows_theta := written["rows"][-1]["final_fwt_theta"]) == {"gamma", "beta"}
+    assert len(rows_theta["gamma"]["mean"]) == len(rows_theta["gamma"]["channel_std"]) == 4
     assert [r["method"] for r in written["rows"]] == [v.name for v in evograd_fwt.variants(config)]
     assert set(result["rows"][0]["test"]) == {"omniglot-test 5w1s", "digits 5w1s"}
     rows = {r["variant"]["method"]: r for r in result["rows"]}
@@ -262,6 +269,80 @@ def test_fwt_experiment_writes_every_row_with_provenance(tmp_path, omniglot_dir,
     initial = float(jax.nn.softplus(config.gamma0))
     assert not np.allclose(rows["evograd"]["final_fwt_std"]["gamma"], initial, rtol=1e-5)
     assert (tmp_path / "fwt.png").exists()
+
+
+def test_fwt_initial_spreads_are_theta0_by_default_and_the_std_fields_when_given():
+    """Default: softplus(0.3), softplus(0.5) = 0.85, 0.97 (the committed run); Tseng's code
+    starts at 0.3 and 0.5 (its softplus has beta=100), which --gamma-std0/--beta-std0 give."""
+    model = protonet.Conv4(width=4, depth=2)
+    opt = evograd_fwt.optax.adam(1e-3)
+
+    def spreads(config):
+        lam = evograd_fwt.initial_state(config, model, opt, opt, jax.random.key(0)).lam
+        return {k: np.asarray(jax.nn.softplus(v)) for k, v in lam.items()}
+
+    default = spreads(evograd_fwt.Config())
+    np.testing.assert_allclose(default["gamma"], jax.nn.softplus(0.3), rtol=1e-6)
+    np.testing.assert_allclose(default["beta"], jax.nn.softplus(0.5), rtol=1e-6)
+    config = cli.experiment_config(
+        evograd_fwt.Config,
+        ["--gamma-std0", "0.3", "--beta-std0", "0.5", "--pretrain-steps", "7"],
+        "esmeta experiment evograd-fwt",
+    )
+    assert (config.gamma_std0, config.beta_std0, config.pretrain_steps) == (0.3, 0.5, 7)
+    tseng = spreads(config)
+    np.testing.assert_allclose(tseng["gamma"], 0.3, rtol=1e-5)
+    np.testing.assert_allclose(tseng["beta"], 0.5, rtol=1e-5)
+    assert tseng["gamma"].shape == (2, 4)
+    assert evograd_fwt.command_line(config, "out").endswith(
+        "--gamma-std0 0.3 --beta-std0 0.5 --pretrain-steps 7"
+    )
+    with pytest.raises(ValueError, match="must be positive"):
+        evograd_fwt.initial_theta(evograd_fwt.Config(beta_std0=0.0))
+    with pytest.raises(ValueError, match="pretrain_steps"):
+        evograd_fwt.initial_theta(evograd_fwt.Config(pretrain_steps=-1))
+
+
+def _fwt_tables(steps, way=3, shot=2, query=2):
+    """Digits (8x8) as four 'domains' of classes and a pseudo-seen/unseen table."""
+    d = load_digits(seed=0, val_fraction=0.0, test_fraction=0.0)
+    images = np.stack([d.train_x[d.train_y == c][:20] for c in range(10)])  # [10, 20, 8, 8]
+    groups = [np.arange(g, 10, 4) for g in range(4)]  # 3, 3, 2, 2 classes
+    groups = [g for g in groups if len(g) >= way]
+    ids = evograd_fwt.episode_ids(groups, 20, seed=0, steps=steps, way=way, shot=shot, query=query)
+    ids = {k: jnp.asarray(v) for k, v in ids.items()} | {"seed": jnp.int32(0)}
+    return jnp.asarray(images.reshape(-1, 8, 8)), ids
+
+
+def test_fwt_pretraining_is_plain_training_on_the_first_pseudo_seen_episodes():
+    """pretrain_steps = 2 then 1 plain step is 3 plain steps on the same episodes; with
+    FWT, lambda stays put during pre-training and the spreads trace covers the steps only."""
+    flat, ids = _fwt_tables(3)
+    model = protonet.Conv4(width=4, depth=2)
+    small = dict(width=4, way=3, shot=2, query=2)
+    none = evograd_fwt.Variant("none", "none")
+    pre, _ = evograd_fwt.trainer(
+        evograd_fwt.Config(**small, steps=1, pretrain_steps=2), none, model
+    )(flat, ids)
+    plain, _ = evograd_fwt.trainer(evograd_fwt.Config(**small, steps=3), none, model)(flat, ids)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        pre.params,
+        plain.params,
+    )
+    init = evograd_fwt.initial_state(
+        evograd_fwt.Config(**small), model, evograd_fwt.optax.adam(1e-3),
+        evograd_fwt.optax.adam(1e-3), jax.random.key(0),
+    )  # fmt: skip
+    fixed = evograd_fwt.Variant("fixed", "fixed")
+    config = evograd_fwt.Config(**small, steps=1, pretrain_steps=2)
+    state, spreads = evograd_fwt.trainer(config, fixed, model)(flat, ids)
+    assert spreads["gamma"].shape == (1, 2)
+    jax.tree.map(np.testing.assert_array_equal, state.lam, init.lam)
+    unpretrained, _ = evograd_fwt.trainer(evograd_fwt.Config(**small, steps=1), fixed, model)(
+        flat, ids
+    )
+    assert not np.allclose(_flat(state.params), _flat(unpretrained.params))
 
 
 def test_fwt_pooled_accuracy_matches_the_concatenated_episodes():

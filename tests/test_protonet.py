@@ -131,6 +131,14 @@ def test_feature_transform_follows_tseng_eq_1_2_and_is_differentiable():
     np.testing.assert_allclose(grad(small)["gamma"], eps * jax.nn.sigmoid(0.3), rtol=1e-5)
 
 
+def test_fwt_theta_is_the_inverse_softplus():
+    for std in (0.1, 0.3, 0.5, 0.8544, 2.0):
+        np.testing.assert_allclose(jax.nn.softplus(protonet.fwt_theta(std)), std, rtol=1e-6)
+    np.testing.assert_allclose(protonet.fwt_theta(float(jax.nn.softplus(0.3))), 0.3, rtol=1e-5)
+    with pytest.raises(ValueError, match="must be positive"):
+        protonet.fwt_theta(0.0)
+
+
 def test_feature_transform_of_the_wrong_shape_is_rejected(tiny):
     model, params, ep = tiny
     wrong = protonet.sample_feature_transform(

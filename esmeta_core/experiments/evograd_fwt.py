@@ -46,6 +46,15 @@ draw of the FWT noise per step, shared by the ``K`` EvoGrad copies, the unrolled
 step and the model step. The second-order baseline differentiates through one SGD
 step of size ``inner_lr`` (the model itself trains with Adam).
 
+**Initial spreads.** ``gamma0 = 0.3`` and ``beta0 = 0.5`` are the numbers in Tseng's
+code, but their softplus is ``softplus(x, beta=100)`` (about ``max(x, 0)``), so their
+spreads start at 0.30 and 0.50; with the plain softplus here they start at 0.85 and
+0.97, the size of the batch-normed features (standard deviation 1). ``gamma_std0`` and
+``beta_std0`` set the initial spreads directly (``--gamma-std0 0.3 --beta-std0 0.5``
+for Tseng's). ``pretrain_steps`` first trains the encoder without FWT on pseudo-seen
+episodes, as Tseng et al. start from a pre-trained encoder; every method gets the same
+pre-training, then ``steps`` steps of its own.
+
   esmeta experiment evograd-fwt --out results/evograd   # writes fwt.json and fwt.png
 """
 
@@ -91,8 +100,11 @@ class Config:
     model_lr: float = 1e-3
     meta_lr: float = 0.1
     inner_lr: float = 0.01
-    gamma0: float = 0.3
-    beta0: float = 0.5
+    gamma0: float = 0.3  # initial theta_gamma (softplus(0.3) = 0.85), unless gamma_std0
+    beta0: float = 0.5  # initial theta_beta (softplus(0.5) = 0.97), unless beta_std0
+    gamma_std0: float | None = None  # initial softplus(theta_gamma); overrides gamma0
+    beta_std0: float | None = None  # initial softplus(theta_beta); overrides beta0
+    pretrain_steps: int = 0  # plain steps (no FWT, no lambda) before the bilevel steps
     sigma: float = 1e-3
     temperature: float = 0.05
     methods: tuple[str, ...] = METHODS
@@ -246,34 +258,59 @@ def _episode(config: Config, flat_images, ids, t, i) -> Episode:
     )
 
 
+def initial_theta(config: Config) -> tuple[float, float]:
+    """``(theta_gamma, theta_beta)`` at the start: ``gamma0, beta0`` or from the spreads."""
+    if config.pretrain_steps < 0:
+        raise ValueError(f"pretrain_steps must be >= 0, got {config.pretrain_steps!r}.")
+    gamma = config.gamma0 if config.gamma_std0 is None else protonet.fwt_theta(config.gamma_std0)
+    beta = config.beta0 if config.beta_std0 is None else protonet.fwt_theta(config.beta_std0)
+    return gamma, beta
+
+
 def initial_state(config: Config, model: protonet.Conv4, model_opt, meta_opt, key: jax.Array):
-    """The same initial Conv4 and Tseng's initial ``lambda`` for every method."""
+    """The same initial Conv4 and initial ``lambda`` (:func:`initial_theta`) for every method."""
     params = protonet.init_params(key, model)
-    hyper = protonet.init_fwt_hyperparams(
-        model.depth, model.width, gamma=config.gamma0, beta=config.beta0
-    )
+    gamma, beta = initial_theta(config)
+    hyper = protonet.init_fwt_hyperparams(model.depth, model.width, gamma=gamma, beta=beta)
     return BilevelState(params, model_opt.init(params), hyper, meta_opt.init(hyper))
 
 
 def trainer(config: Config, variant: Variant, model: protonet.Conv4):
     """``train(flat_images, ids) -> (state, spreads)``, jittable, vmappable over seeds.
 
-    ``flat_images`` f32[classes * 20, 28, 28]; ``ids`` from :func:`episode_ids` plus
-    ``"seed"``. ``spreads``: ``{"gamma", "beta"}`` f32[steps, depth], the mean
-    softplus(theta) per layer after every step.
+    ``flat_images`` f32[classes * 20, 28, 28]; ``ids`` from :func:`episode_ids` (with
+    ``pretrain_steps + steps`` steps) plus ``"seed"``. The first ``pretrain_steps``
+    pseudo-seen episodes train the model alone (no FWT, ``lambda`` untouched, the same
+    for every method); the bilevel step ``t`` then uses table row ``pretrain_steps + t``.
+    ``spreads``: ``{"gamma", "beta"}`` f32[steps, depth], the mean softplus(theta) per
+    layer after every bilevel step.
     """
     step, model_opt, meta_opt = bilevel_step(config, variant, model)
+    plain_step = bilevel_step(config, Variant("plain", "none"), model)[0]
+    skip = config.pretrain_steps
 
     def train(flat_images, ids):
         key = jax.random.key(ids["seed"])
         state = initial_state(config, model, model_opt, meta_opt, key)
+        if skip:
+            state, _ = run_bilevel(
+                plain_step,
+                state,
+                jax.random.fold_in(key, 3),
+                lambda t: (_episode(config, flat_images, ids, t, 0), None),
+                lambda t: None,
+                steps=skip,
+            )
         fwt_key = jax.random.fold_in(key, 1)
         return run_bilevel(
             step,
             state,
             jax.random.fold_in(key, 2),
-            lambda t: (_episode(config, flat_images, ids, t, 0), jax.random.fold_in(fwt_key, t)),
-            lambda t: _episode(config, flat_images, ids, t, 1),
+            lambda t: (
+                _episode(config, flat_images, ids, skip + t, 0),
+                jax.random.fold_in(fwt_key, t),
+            ),
+            lambda t: _episode(config, flat_images, ids, skip + t, 1),
             steps=config.steps,
             record=lambda s: jax.tree.map(lambda v: jax.nn.softplus(v).mean(1), s.lam),
         )
@@ -312,6 +349,17 @@ def hypergradient_seconds(
         jax.block_until_ready(hypergradient(state.params, state.lam))
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def command_line(config: Config, out_dir: str | Path) -> str:
+    """The ``esmeta experiment evograd-fwt`` call that gives ``config`` (fields off default)."""
+    parts = [f"esmeta experiment evograd-fwt --out {out_dir}"]
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value != field.default:
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            parts.append(f"--{field.name.replace('_', '-')} {text}")
+    return " ".join(parts)
 
 
 def pooled(evals: list[evaluation.Evaluation]) -> dict[str, float]:
@@ -367,6 +415,16 @@ def run_variant(
         "final_fwt_std": {  # softplus(theta) per layer, mean over channels and seeds
             k: np.asarray(v[:, -1]).mean(0).round(4).tolist() for k, v in spreads.items()
         },
+        # theta per layer: its channel mean and channel std, mean over seeds. A channel
+        # mean near the start with a wide channel std is a random walk, and the mean of
+        # softplus (above) then rises by convexity alone.
+        "final_fwt_theta": {
+            k: {
+                "mean": np.asarray(v).mean(2).mean(0).round(4).tolist(),
+                "channel_std": np.asarray(v).std(2).mean(0).round(4).tolist(),
+            }
+            for k, v in states.lam.items()
+        },
         "fwt_std_trace": {  # the same every record_every steps, mean over seeds
             k: np.asarray(v[:, every - 1 :: every]).mean(0).round(4).tolist()
             for k, v in spreads.items()
@@ -378,12 +436,13 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     """Every row of :func:`variants` over ``config.seeds`` seeds; writes ``fwt.json`` and a plot."""
     out_dir = Path(out_dir)
     start = time.perf_counter()
+    initial_theta(config)  # bad spreads or pretrain_steps fail here, not after minutes
     model = protonet.Conv4(width=config.width)
     images, groups = seen_domains(config.domains)
     per_class = images.shape[1]
     tables = [
-        episode_ids(groups, per_class, seed=s, steps=config.steps, way=config.way,
-                    shot=config.shot, query=config.query)
+        episode_ids(groups, per_class, seed=s, steps=config.pretrain_steps + config.steps,
+                    way=config.way, shot=config.shot, query=config.query)
         for s in range(config.seeds)
     ]  # fmt: skip
     ids = {k: jnp.asarray(np.stack([t[k] for t in tables])) for k in tables[0]}
@@ -403,13 +462,17 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
             "FWT on the Vinyals test split (rotation 0) and on scikit-learn digits at 28x28"
         ),
         "domains": [int(len(g)) for g in groups],
+        "initial_fwt_std": {  # softplus of the initial theta
+            k: round(float(jax.nn.softplus(t)), 4)
+            for k, t in zip(("gamma", "beta"), initial_theta(config), strict=True)
+        },
         "rows": rows,
     }
     result = report.write_result(
         out_dir / "fwt.json",
         payload,
         config=config,
-        command=f"esmeta experiment evograd-fwt --out {out_dir}",
+        command=command_line(config, out_dir),
         wall_s=round(time.perf_counter() - start, 1),
     )
     plot(result, out_dir / "fwt.png")
