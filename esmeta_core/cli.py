@@ -69,6 +69,7 @@ OVERRIDES = (
     "shaping",
     "relative_sigma",
     "perturb_conv_bias",
+    "guide_fraction",
 )
 
 

@@ -43,6 +43,11 @@ class TrainConfig:
       population, sigma, chunk_size, communication, shaping: the ES estimator.
       relative_sigma: perturb each conv kernel channel by ``sigma`` times its norm.
       perturb_conv_bias: perturb the conv biases (a batch norm cancels them).
+      guide_fraction: Guided ES (Maheswaranathan et al. 2019, arXiv:1806.10230): the
+        share ``a`` in [0, 1) of the ES perturbation variance put along Adam's first
+        moment (its average of past estimates), ``eps = sqrt(1 - a) z + sqrt(a D) w
+        mu / ||mu||`` (see :func:`esmeta_core.es.guided_direction_noise`). 0: plain ES;
+        the first step (``mu = 0``) is always plain ES. Unused by backprop.
       query_chunk: embed queries this many at a time (flat memory).
       eval_episodes: test episodes for the final accuracy.
       log_every, checkpoint_every: in steps.
@@ -75,6 +80,7 @@ class TrainConfig:
     shaping: str = "centered_rank"
     relative_sigma: bool = False
     perturb_conv_bias: bool = True
+    guide_fraction: float = 0.0
     query_chunk: int | None = None
     eval_episodes: int = 1000
     log_every: int = 10
@@ -304,6 +310,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "shaping": _one_of(SHAPINGS),
     "relative_sigma": _boolean,
     "perturb_conv_bias": _boolean,
+    "guide_fraction": _number_in(0.0, 1.0, upper_open=True),
 }
 
 

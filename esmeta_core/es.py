@@ -30,6 +30,13 @@ Three rules make it scale:
   - ``"regenerate"``: each device regenerates all ``N`` perturbations itself
     and sums them (no ``D``-sized traffic; the Salimans et al. scheme).
 
+**Guided ES** (optional): a share ``a`` of the perturbation variance goes along one
+unit direction ``u`` (a surrogate gradient, e.g. the optimizer's running average of
+past estimates): ``eps_j = sqrt(1 - a) z_j + sqrt(a D) w_j u`` with ``z_j`` and the
+scalar ``w_j`` regenerated from the direction's key (:func:`guided_direction_noise`;
+Maheswaranathan et al. 2019, arXiv:1806.10230). Only ``u`` (one ``params``-shaped
+pytree) is extra; the ``u`` part of the sum is ``N`` scalars and adds no traffic.
+
 **Non-finite losses** (a diverged member) are replaced by the worst finite
 loss of the population before shaping: the member ranks last and the update
 stays finite. ``ESStats.num_nonfinite`` counts them. If every member is
@@ -165,6 +172,77 @@ def member_noise(key: jax.Array, params: Any, member: int, *, antithetic: bool =
     return jax.tree.map(lambda e: sign * e, direction_noise(key, params, member // 2))
 
 
+# The stream of Guided ES's scalars w_j: fold_in(fold_in(key, j), GUIDE_STREAM).
+GUIDE_STREAM = 0x67756964
+
+
+def guide_scalar(key: jax.Array, direction: jax.Array) -> jax.Array:
+    """Direction ``j``'s coefficient ``w_j ~ N(0, 1)`` along the guide: f32[].
+
+    Regenerated from ``fold_in(fold_in(key, j), GUIDE_STREAM)``, so like the rest
+    of the noise it is the same on any device, in any order.
+    """
+    return jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, direction), GUIDE_STREAM))
+
+
+def unit_guide(guide: Any) -> tuple[Any, jax.Array]:
+    """``(u, usable)``: ``guide / ||guide||`` over the whole pytree, and ``||guide|| > 0``.
+
+    A zero or non-finite guide gives ``u = 0`` and ``usable = False`` (the
+    estimator then falls back to plain ES).
+
+    Args:
+      guide: a pytree of float arrays (``D`` numbers in all).
+
+    Returns:
+      ``u`` shaped like ``guide`` and a bool[] scalar.
+    """
+    norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(guide)))
+    usable = jnp.isfinite(norm) & (norm > 0)
+    safe = jnp.where(usable, norm, 1.0)
+    unit = jax.tree.map(lambda g: jnp.where(usable, g / safe.astype(g.dtype), 0.0), guide)
+    return unit, usable
+
+
+def guided_direction_noise(
+    key: jax.Array, params: Any, direction: jax.Array, unit: Any, guide_fraction: Any
+) -> Any:
+    """Direction ``j``'s Guided ES perturbation, shaped like ``params``.
+
+    .. math::
+
+       \\epsilon_j = \\sqrt{1 - a} \\, z_j + \\sqrt{a D} \\, w_j \\, u ,
+       \\qquad
+       \\mathbb{E}[\\epsilon_j \\epsilon_j^\\top] = (1 - a) I + a D \\, u u^\\top ,
+
+    with ``z_j`` from :func:`direction_noise`, ``w_j`` from :func:`guide_scalar` and
+    ``D`` the number of parameters: the covariance has trace ``D`` like plain ES,
+    and a share ``a`` of it lies along ``u`` (Guided ES's
+    ``Sigma = alpha/n I + (1 - alpha)/k U U^T`` with ``k = 1``, ``a = 1 - alpha``,
+    scaled by ``D``). With rank shaping a large ``a D`` makes the members' ranks
+    mostly measure the loss along ``u``, so little is learnt about other directions.
+
+    Args:
+      key, params, direction: as in :func:`direction_noise`.
+      unit: a unit-norm pytree shaped like ``params`` (:func:`unit_guide`), or zeros.
+      guide_fraction: ``a`` in [0, 1), a float or an f32[] scalar.
+
+    Returns:
+      ``eps_j`` shaped like ``params``.
+
+    Reference: Maheswaranathan et al., "Guided evolutionary strategies: Augmenting
+    random search with surrogate gradients", arXiv:1806.10230.
+    """
+    size = sum(jnp.size(x) for x in jax.tree.leaves(params))
+    a = jnp.asarray(guide_fraction, jnp.float32)
+    along = jnp.sqrt(a * size) * guide_scalar(key, direction)
+    return jax.tree.map(
+        lambda z, u: jnp.sqrt(1.0 - a).astype(z.dtype) * z + along.astype(z.dtype) * u,
+        direction_noise(key, params, direction),
+        unit,
+    )
+
+
 def centered_ranks(x: jax.Array) -> jax.Array:
     """Ranks of ``x`` scaled to [-0.5, 0.5] (lowest value -0.5); they sum to zero.
 
@@ -265,6 +343,8 @@ def es_grad(
     *args: Any,
     config: ESConfig | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    guide: Any = None,
+    guide_fraction: float = 0.0,
 ) -> tuple[Any, ESStats]:
     """Estimates the gradient of ``E[loss_fn(params + sigma eps, *args)]`` by ES.
 
@@ -283,10 +363,18 @@ def es_grad(
       config: an :class:`ESConfig` (default ``ESConfig()``).
       mesh: a mesh with a ``"pop"`` axis (see ``sharding.population_mesh``);
         ``None`` uses the first local device only.
+      guide: Guided ES's surrogate direction, a pytree shaped like ``params``
+        (only its direction matters; treated as a constant), or ``None``.
+      guide_fraction: ``a`` in [0, 1), the share of the perturbation variance
+        along the guide (:func:`guided_direction_noise`). With ``a = 0``, no
+        guide, or a zero (or non-finite) guide, this is plain ES exactly.
 
     Returns:
       ``(grads, stats)``: ``grads`` shaped like ``params``, to be descended by
-      an optax optimizer, and an :class:`ESStats`.
+      an optax optimizer, and an :class:`ESStats`. With a guide, ``grads`` is
+      ``1/(N sigma) sum_i s_i eps_i`` over the guided ``eps_i``: an estimate of
+      ``Sigma`` times the smoothed gradient, ``Sigma = (1 - a) I + a D u u^T``
+      (a descent direction; arXiv:1806.10230).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -303,6 +391,15 @@ def es_grad(
     mesh = population_mesh(jax.local_devices()[:1]) if mesh is None else mesh
     num_devices = mesh.shape[POP_AXIS]
     validate_config(config, num_devices)
+    if not (isinstance(guide_fraction, (int, float)) and 0.0 <= guide_fraction < 1.0):
+        raise ValueError(f"guide_fraction must be a number in [0, 1), got {guide_fraction!r}.")
+    guided = guide is not None and guide_fraction > 0
+    if guided:
+        guide = jax.tree.map(
+            lambda p, g: lax.stop_gradient(jnp.asarray(g, jnp.result_type(p))), params, guide
+        )
+    else:
+        guide = jax.tree.map(lambda _: jnp.zeros(()), params)  # unused placeholder
     if config.chunk_size == "auto":
         config = resolve_chunk_size(loss_fn, params, key, *args, config=config, mesh=mesh)
     directions_total = num_directions(config)
@@ -311,20 +408,28 @@ def es_grad(
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
 
-    def member_losses(params, key, j, *args):
-        noise = direction_noise(key, params, j)
+    def member_losses(params, key, j, guiding, *args):
+        if guided:
+            unit, fraction = guiding
+            noise = guided_direction_noise(key, params, j, unit, fraction)
+        else:
+            noise = direction_noise(key, params, j)
         plus = loss_fn(_perturb(params, noise, sigma), *args)
         if not config.antithetic:
             return plus[None]
         minus = loss_fn(_perturb(params, noise, -sigma), *args)
         return jnp.stack([plus, minus])  # f32[2]
 
-    def on_device(params, key_data, *args):
+    def on_device(params, key_data, guide, *args):
         key = jax.random.wrap_key_data(key_data)
+        guiding = None
+        if guided:
+            unit, usable = unit_guide(guide)
+            guiding = (unit, jnp.where(usable, jnp.float32(guide_fraction), 0.0))
         first = lax.axis_index(POP_AXIS) * per_device
         local_dirs = first + jnp.arange(per_device)  # i32[per_device]
         local = lax.map(
-            lambda j: member_losses(params, key, j, *args),
+            lambda j: member_losses(params, key, j, guiding, *args),
             local_dirs,
             batch_size=min(config.chunk_size, per_device),
         )  # f32[per_device, 1 or 2]
@@ -337,6 +442,18 @@ def es_grad(
         else:
             all_dirs = jnp.arange(directions_total)
             total = weighted_noise_sum(key, params, all_dirs, weights, config.chunk_size)
+        if guided:  # sum_j w_j eps_j = sqrt(1 - a) sum_j w_j z_j + sqrt(a D) (sum_j w_j s_j) u
+            unit, fraction = guiding
+            size = sum(jnp.size(x) for x in jax.tree.leaves(params))
+            scalars = jax.vmap(lambda j: guide_scalar(key, j))(jnp.arange(directions_total))
+            along = jnp.sqrt(fraction * size) * jnp.dot(weights, scalars)
+            total = jax.tree.map(
+                lambda t, u: (
+                    jnp.sqrt(1.0 - fraction).astype(t.dtype) * t + along.astype(t.dtype) * u
+                ),
+                total,
+                unit,
+            )
         grads = jax.tree.map(lambda t: t / (config.population * sigma), total)
         flat = losses.reshape(-1)
         finite = jnp.isfinite(flat)
@@ -357,11 +474,11 @@ def es_grad(
     sharded = jax.shard_map(
         on_device,
         mesh=mesh,
-        in_specs=(P(), P(), *(P() for _ in args)),
+        in_specs=(P(), P(), P(), *(P() for _ in args)),
         out_specs=P(),
         check_vma=False,
     )
-    return sharded(params, key, *args)
+    return sharded(params, key, guide, *args)
 
 
 def resolve_chunk_size(
@@ -491,6 +608,8 @@ def es_grad_with_options(
     mesh: jax.sharding.Mesh | None = None,
     perturb: Any = None,
     sigma_scales: Any = None,
+    guide: Any = None,
+    guide_fraction: float = 0.0,
 ) -> tuple[Any, ESStats]:
     """:func:`es_grad` with fixed leaves and a sigma per leaf, by a change of variables.
 
@@ -516,6 +635,11 @@ def es_grad_with_options(
       perturb: a pytree of bools shaped like ``params``' leaves (``None``: all).
       sigma_scales: a pytree of positive arrays broadcastable to ``params``'
         leaves (``None``: all ones). Treated as constants.
+      guide, guide_fraction: Guided ES as in :func:`es_grad`; ``guide`` is a
+        gradient-like pytree shaped like ``params`` (e.g. Adam's first moment). It
+        is mapped to the free variables by the same chain rule,
+        ``guide_u_l = r_l guide_l``, and its fixed leaves are dropped, so ``D`` counts
+        the perturbed parameters only.
 
     Returns:
       ``(grads, stats)`` as :func:`es_grad`. With all scales 1 and every leaf
@@ -551,7 +675,23 @@ def es_grad_with_options(
         ]
         return loss_fn(jax.tree.unflatten(treedef, full), *args)
 
-    g_free, stats = es_grad(free_loss, free, key, *args, config=config, mesh=mesh)
+    guide_free = None
+    if guide is not None:
+        guide_free = [
+            from_u(g, r)
+            for g, r, k in zip(treedef.flatten_up_to(guide), scales, keep, strict=True)
+            if k
+        ]
+    g_free, stats = es_grad(
+        free_loss,
+        free,
+        key,
+        *args,
+        config=config,
+        mesh=mesh,
+        guide=guide_free,
+        guide_fraction=guide_fraction,
+    )
     it = iter(g_free)
     grads = [
         to_u(next(it), r) if k else jnp.zeros_like(x)

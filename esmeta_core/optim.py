@@ -116,6 +116,37 @@ def project_to_unit_channels(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def first_moment(opt_state: Any) -> Any:
+    """Adam's first moment ``mu`` in the state of :func:`make_optimizer`'s optimizer.
+
+    .. math::
+
+       \\mu_t = b_1 \\mu_{t-1} + (1 - b_1) \\, g_t
+
+    (no bias correction): an exponential average of the gradients (or ES
+    estimates) given so far, shaped like ``params``; zeros before the first step.
+    Found by name in the ``ScaleByAdamState`` wherever the chain (AdamW, the
+    kernel projection) puts it. Guided ES uses it as its surrogate direction.
+
+    Args:
+      opt_state: the state of an optimizer with one Adam inside.
+
+    Returns:
+      ``mu``, a pytree shaped like ``params``.
+
+    Raises:
+      ValueError: the state holds no Adam first moment.
+    """
+    mu = optax.tree_utils.tree_get(
+        opt_state,
+        "mu",
+        filtering=lambda path, _: getattr(path[-1], "tuple_name", None) == "ScaleByAdamState",
+    )
+    if mu is None:
+        raise ValueError("the optimizer state holds no Adam first moment (ScaleByAdamState.mu).")
+    return mu
+
+
 def make_optimizer(config: Any) -> optax.GradientTransformation:
     """The optimizer of a :class:`~esmeta_core.configs.TrainConfig`.
 

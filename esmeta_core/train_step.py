@@ -46,7 +46,10 @@ def make_train_step(
 
     ``episodes`` carry a leading ``[batch]`` axis. With ``method="es"`` the
     gradient is :func:`esmeta_core.es.es_grad` sharded over ``mesh``; with
-    ``"backprop"`` it is ``jax.grad``. Either way Adam applies it.
+    ``"backprop"`` it is ``jax.grad``. Either way Adam applies it. With
+    ``config.guide_fraction > 0`` the ES noise is guided by Adam's first moment
+    (:func:`esmeta_core.optim.first_moment`; Guided ES, arXiv:1806.10230), so a
+    resumed run needs no state beyond the optimizer's.
     """
     optimizer = make_optimizer(config)
     train_way = config.train_way or config.way if config.method == "backprop" else config.way
@@ -69,6 +72,7 @@ def make_train_step(
     def train_step(params, opt_state, key, episodes):
         metrics = {}
         if config.method == "es":
+            guided = config.guide_fraction > 0
             grads, stats = es.es_grad_with_options(
                 loss_fn,
                 params,
@@ -76,6 +80,8 @@ def make_train_step(
                 episodes,
                 config=es_config(config),
                 mesh=mesh,
+                guide=optim.first_moment(opt_state) if guided else None,
+                guide_fraction=config.guide_fraction,
                 **es_options(config, params),
             )
             metrics.update(

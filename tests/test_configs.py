@@ -60,6 +60,10 @@ def test_every_preset_passes_validation(name):
         ({"communication": "mpi"}, "communication"),
         ({"population": 7}, "population"),
         ({"way": 2000}, "way"),
+        ({"guide_fraction": 1.0}, "guide_fraction"),
+        ({"guide_fraction": -0.1}, "guide_fraction"),
+        ({"guide_fraction": float("nan")}, "guide_fraction"),
+        ({"guide_fraction": "0.5"}, "guide_fraction"),
     ],
     ids=lambda v: str(v) if not isinstance(v, dict) else ",".join(f"{k}={v[k]!r}" for k in v),
 )

@@ -88,3 +88,32 @@ def test_weight_decay_shrinks_only_the_kernels(conv4_params):
     ):
         expected = -0.1 * 0.5 * np.asarray(p) if k else 0.0
         np.testing.assert_allclose(np.asarray(u), expected, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"weight_decay": 0.1},
+        {"unit_kernels": True},
+        {"weight_decay": 0.1, "unit_kernels": True},
+    ],
+    ids=["adam", "adamw", "adam+projection", "adamw+projection"],
+)
+def test_first_moment_is_adams_average_of_the_gradients_in_every_chain(conv4_params, changes):
+    config = dataclasses.replace(configs.PRESETS["smoke"], adam_b1=0.99, **changes)
+    opt = optim.make_optimizer(config)
+    state = opt.init(conv4_params)
+    for mu in jax.tree.leaves(optim.first_moment(state)):
+        np.testing.assert_array_equal(np.asarray(mu), 0.0)  # step 0: Guided ES is plain ES
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 2.0), conv4_params)
+    _, state = opt.update(grads, state, conv4_params)
+    mu = optim.first_moment(state)
+    assert jax.tree.structure(mu) == jax.tree.structure(conv4_params)
+    for m in jax.tree.leaves(mu):
+        np.testing.assert_allclose(np.asarray(m), (1 - 0.99) * 2.0, rtol=1e-6)  # no bias fix
+
+
+def test_first_moment_of_an_optimizer_without_adam_is_an_error(conv4_params):
+    with pytest.raises(ValueError, match="first moment"):
+        optim.first_moment(optax.sgd(0.1).init(conv4_params))

@@ -48,6 +48,21 @@ ROWS: dict[str, dict[str, Any]] = {
         "perturb_conv_bias": False,
         "adam_b1": 0.99,
     },
+    # Guided ES (arXiv:1806.10230) along Adam's first moment, half of the noise variance
+    # along it: compare with "adam_b1_0.99" (the same average of ~100 estimates, unguided)
+    # and with "all+adam_b1_0.99" (the current main preset's options).
+    # Rank shaping: at a = 0.5 with D ~ 7000 the members' ranks mostly measure the loss
+    # along mu, so little new information arrives from other directions; hence a small a.
+    "guided_0.5": {"adam_b1": 0.99, "guide_fraction": 0.5},
+    "guided_0.01": {"adam_b1": 0.99, "guide_fraction": 0.01},
+    "all+adam_b1_0.99+guided_0.5": {
+        "unit_kernels": True,
+        "lr_schedule": "cosine",
+        "lr_final_fraction": 0.1,
+        "perturb_conv_bias": False,
+        "adam_b1": 0.99,
+        "guide_fraction": 0.5,
+    },
 }
 # The order the committed table was run in (most informative first).
 ORDER = (
@@ -61,6 +76,9 @@ ORDER = (
     "relative_sigma",
     "adamw_0.1",
     "no_conv_bias_noise",
+    "guided_0.5",
+    "guided_0.01",
+    "all+adam_b1_0.99+guided_0.5",
 )
 
 
