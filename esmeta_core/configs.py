@@ -378,9 +378,18 @@ def validate_config(config: TrainConfig, num_devices: int = 1) -> None:
 RESUMABLE = ("steps", "eval_episodes", "log_every", "checkpoint_every", "max_nonfinite_steps")
 
 
+# Fields added after checkpoints were first hashed: left out of the hash while they hold
+# their default, so a run saved before they existed still resumes (a test checks).
+HASHED_ONLY_WHEN_SET = {"guide_fraction": 0.0}
+
+
 def config_hash(config: TrainConfig) -> str:
     """A short SHA-256 of the fields that define what is trained (not :data:`RESUMABLE`)."""
-    fields = {k: v for k, v in config.to_json().items() if k not in RESUMABLE}
+    fields = {
+        k: v
+        for k, v in config.to_json().items()
+        if k not in RESUMABLE and not (k in HASHED_ONLY_WHEN_SET and v == HASHED_ONLY_WHEN_SET[k])
+    }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -106,6 +106,23 @@ def test_config_hash_ignores_only_the_resumable_fields():
     assert configs.config_hash(dataclasses.replace(base, lr=0.5)) != configs.config_hash(base)
 
 
+def test_a_field_added_later_changes_the_hash_only_when_set():
+    """Runs saved before ``guide_fraction`` existed keep their hash, so they still resume."""
+    import hashlib
+    import json
+
+    base = configs.PRESETS["main"]
+    before = {
+        k: v
+        for k, v in base.to_json().items()
+        if k not in configs.RESUMABLE and k not in configs.HASHED_ONLY_WHEN_SET
+    }
+    digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert configs.config_hash(base) == digest
+    guided = dataclasses.replace(base, guide_fraction=0.5)
+    assert configs.config_hash(guided) != configs.config_hash(base)
+
+
 # Values of every kind a config file or a careless caller can produce.
 any_value = st.one_of(
     st.none(),
