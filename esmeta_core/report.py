@@ -176,6 +176,26 @@ def command_line() -> str:
     return " ".join(argv)
 
 
+def experiment_command(name: str, config: Any, out_dir: str | Path) -> str:
+    """The ``esmeta experiment <name>`` call that gives ``config``: its fields off default.
+
+    Example:
+      >>> @dataclasses.dataclass(frozen=True)
+      ... class C:
+      ...     seeds: int = 3
+      ...     sizes: tuple[int, ...] = (2, 10)
+      >>> experiment_command("x", C(seeds=1, sizes=(4,)), "out")
+      'esmeta experiment x --out out --seeds 1 --sizes 4'
+    """
+    parts = [f"esmeta experiment {name} --out {out_dir}"]
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value != field.default:
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            parts.append(f"--{field.name.replace('_', '-')} {text}")
+    return " ".join(parts)
+
+
 def load_json(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from esmeta_core import cli, evaluation, evograd, protonet
+from esmeta_core import cli, evaluation, evograd, protonet, report
 from esmeta_core.data import sample_episode, sample_episodes
 from esmeta_core.data.digits import load_digits
 from esmeta_core.experiments import evograd_fwt, evograd_mwn, evograd_toy
@@ -83,8 +84,11 @@ def test_average_direction_matches_second_order_in_many_dimensions():
 
 def test_mwn_evograd_with_the_unperturbed_models_losses_points_like_second_order():
     """A small MWN state on digits (40 % uniform noise, 200 steps of reference-faithful
-    EvoGrad); the mean of 100 EvoGrad draws against the second-order hypergradient."""
-    config = evograd_mwn.Config(steps=200, seeds=1, hidden=32, weight_hidden=8)
+    EvoGrad); the mean of 100 EvoGrad draws against the second-order hypergradient.
+    Weight-net out-scale 1: the state this test was written for."""
+    config = evograd_mwn.Config(
+        steps=200, seeds=1, hidden=32, weight_hidden=8, weight_net_out_scale=1.0
+    )
     variant = evograd_mwn.Variant("reference", "evograd", "per-copy")
     state, data = evograd_mwn.trained_state(config, variant, "uniform", seed=0)
     x, y = data["train_x"][:100], data["train_y"][:100]
@@ -147,6 +151,50 @@ def test_mwn_experiment_writes_every_row_with_provenance(tmp_path):
     ]
     assert len(result["rows"][0]["weight_map_mean"]) == len(evograd_mwn.LOSS_GRID)
     assert (tmp_path / "mwn_weights.png").exists()
+    assert written["command"] == (
+        f"esmeta experiment evograd-mwn --out {tmp_path} --seeds 1 --steps 2 --copies-sweep 2 "
+        "--noises flip2"
+    )
+
+
+def _initial_weight_net(scale: float, seed: int = 2):
+    """The trainer's initial weight net: the frozen row never updates it."""
+    config = evograd_mwn.Config(steps=1, seeds=1, weight_net_out_scale=scale)
+    state, _ = evograd_mwn.trained_state(
+        config, evograd_mwn.Variant("frozen", "frozen"), "uniform", seed=seed
+    )
+    return state.lam
+
+
+def test_mwn_weight_net_out_scale_flattens_seed_2s_initial_weight_map():
+    """At scale 1 (the committed mwn.json) seed 2's initial map is sigmoid(1.18 * loss):
+    weight 0.5 at loss 0, 0.94 at 2.3 and 0.997 at 5, so mislabelled (high-loss) examples
+    start up-weighted and every meta-learner failed on that seed. The default 0.1 scales
+    only the last layer's weights, which keeps the map within 0.15 of flat over [0, 5]."""
+    assert evograd_mwn.Config().weight_net_out_scale == 0.1
+    flat, steep = _initial_weight_net(0.1), _initial_weight_net(1.0)
+    np.testing.assert_array_equal(flat[0]["w"], steep[0]["w"])
+    np.testing.assert_array_equal(flat[0]["b"], steep[0]["b"])
+    np.testing.assert_array_equal(flat[-1]["b"], steep[-1]["b"])
+    np.testing.assert_allclose(flat[-1]["w"], 0.1 * steep[-1]["w"], rtol=1e-6)
+    losses = jnp.linspace(0.0, 5.0, 51)[:, None]
+    spread = lambda net: float(np.ptp(np.asarray(jax.nn.sigmoid(mlp(net, losses)))))
+    assert spread(flat) < 0.2 and spread(steep) > 0.4
+
+
+def test_mwn_weight_net_out_scale_is_a_command_line_override_and_must_be_non_negative():
+    config = cli.experiment_config(
+        evograd_mwn.Config, ["--weight-net-out-scale", "1"], "esmeta experiment evograd-mwn"
+    )
+    assert config.weight_net_out_scale == 1.0
+    assert config == dataclasses.replace(evograd_mwn.Config(), weight_net_out_scale=1.0)
+    assert report.experiment_command("evograd-mwn", config, "out") == (
+        "esmeta experiment evograd-mwn --out out --weight-net-out-scale 1.0"
+    )
+    with pytest.raises(ValueError, match="weight_net_out_scale must be finite and >= 0"):
+        evograd_mwn.init_weight_net(
+            evograd_mwn.Config(weight_net_out_scale=-1.0), jax.random.key(0)
+        )
 
 
 @pytest.mark.parametrize("kind", ["uniform", "flip", "flip2"])
@@ -168,8 +216,9 @@ def test_mwn_evograd_reading_per_copy_losses_points_like_second_order_after_trai
     estimates the one-step hypergradient with the example weights differentiated
     through the losses, which here is parallel to second order at 0.55 of its length.
     The mean of the 200 draws jax.random.split(key(0), 200) has cos -0.93 at this state:
-    a 200-draw cosine is the sign of a noisy scalar (see hypergradient_agreement)."""
-    config = evograd_mwn.Config(steps=1000, seeds=1)
+    a 200-draw cosine is the sign of a noisy scalar (see hypergradient_agreement).
+    The numbers are at weight-net out-scale 1 (the initialisation of that report)."""
+    config = evograd_mwn.Config(steps=1000, seeds=1, weight_net_out_scale=1.0)
     variant = evograd_mwn.Variant("reference", "evograd", "per-copy")
     state, data = evograd_mwn.trained_state(config, variant, "uniform", seed=0)
     agreement = evograd_mwn.hypergradient_agreement(state, data)

@@ -353,13 +353,7 @@ def hypergradient_seconds(
 
 def command_line(config: Config, out_dir: str | Path) -> str:
     """The ``esmeta experiment evograd-fwt`` call that gives ``config`` (fields off default)."""
-    parts = [f"esmeta experiment evograd-fwt --out {out_dir}"]
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if value != field.default:
-            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-            parts.append(f"--{field.name.replace('_', '-')} {text}")
-    return " ".join(parts)
+    return report.experiment_command("evograd-fwt", config, out_dir)
 
 
 def pooled(evals: list[evaluation.Evaluation]) -> dict[str, float]:
