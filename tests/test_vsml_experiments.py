@@ -70,3 +70,17 @@ def test_multi_layer_imitation_and_its_mlp_baseline_run_end_to_end(
     assert "VS-ML 16-8-5, backprop imitation by regression" in gen.markdown_table(result)
     with pytest.raises(ValueError, match="mlp_hidden"):
         gen.validate_config(gen.Config(mlp_hidden=()))
+
+
+def test_hebbian_learner_is_also_meta_trained_by_gradient(omniglot_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ESMETA_DATA_DIR", str(omniglot_dir))
+    config = gen.Config(
+        learners=("hebbian-grad",), seeds=(0,), steps=2, tasks_per_step=1, test_tasks=4,
+        eval_every=1,
+    )  # fmt: skip
+    result = gen.run(config, tmp_path)
+    hebbian = result["learners"]["hebbian-grad"]
+    assert len(hebbian["meta_training"][0]["loss"]) == 2
+    params = gen.load_params(gen.part_path(tmp_path, "hebbian-grad", 0))
+    assert {"w", "coeff", "b", "fw_lr"} <= set(params)  # the Hebbian learner's, not the RNN's
+    assert "Hebbian fast weights, gradient descent" in gen.markdown_table(result)

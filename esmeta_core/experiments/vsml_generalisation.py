@@ -18,7 +18,10 @@ Learners, by family (``Config.learners`` picks them, by slug):
   initialisation, ``VSMLConfig(init="legacy")``), ``meta-rnn-es`` (an LSTM, lr
   ``Config.meta_rnn_lr``), ``hebbian-es`` (Oja fast weights);
 - by gradient on the same online loss, the same steps and tasks per step:
-  ``vsml-grad``, ``meta-rnn-grad``;
+  ``vsml-grad``, ``meta-rnn-grad``, ``hebbian-grad`` (at init the Hebbian
+  learner's gradient on its plasticity parameters is ~70x smaller than on its
+  slow input weights, too small for ES at this population to see; Adam on the
+  exact gradient does see it);
 - "backprop in forward mode": ``vsml-imitation`` (regression onto online SGD's
   predictions, by gradient), ``vsml-imitation-es`` (the same regression by ES),
   ``vsml-imitation-finetune`` (the regression cell, then ES on the online
@@ -70,6 +73,7 @@ NAMES = {  # slug -> the name in the tables and plots
     "hebbian-es": "Hebbian fast weights, ES from scratch",
     "vsml-grad": "VS-ML, gradient descent",
     "meta-rnn-grad": "meta-RNN, gradient descent",
+    "hebbian-grad": "Hebbian fast weights, gradient descent",
     "vsml-imitation": "VS-ML, SGD imitation by regression",
     "vsml-imitation-es": "VS-ML, SGD imitation by ES",
     "vsml-imitation-finetune": "VS-ML, regression imitation + ES",
@@ -413,9 +417,12 @@ def train_by_gradient(ctx: Context, name: str, seed: int):
         config = vsml_config(c.init)
         learner = nets.vsml_learner(num_classes=WAY, config=config)
         params = vsml.init_meta_params(key, config)
-    else:
+    elif name == "meta-rnn-grad":
         learner = nets.meta_rnn_learner(num_classes=WAY)
         params = nets.init_meta_rnn(key, n_in=N_IN, num_classes=WAY)
+    else:
+        learner = nets.hebbian_learner(num_classes=WAY)
+        params = nets.init_hebbian(key, n_in=N_IN, num_classes=WAY)
     params, log = _grad(
         ctx, learner, params, seed, steps=c.steps, tasks_per_step=c.tasks_per_step,
         desc=f"{name}, seed {seed}",
@@ -469,6 +476,7 @@ FAMILIES = {
     "hebbian-es": train_from_scratch,
     "vsml-grad": train_by_gradient,
     "meta-rnn-grad": train_by_gradient,
+    "hebbian-grad": train_by_gradient,
     "vsml-imitation": train_imitation,
     "vsml-imitation-es": train_imitation,
     "vsml-imitation-finetune": train_imitation,
