@@ -107,13 +107,30 @@ def train_config(config: Config, row: str, seed: int):
 
 
 def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
-    """Trains every (row, seed) not yet trained and writes ``ablations.json``."""
+    """Trains every (row, seed) of ``config.rows`` not yet trained; writes ``ablations.json``.
+
+    The table holds the rows asked for and every other row of :data:`ORDER` whose
+    seeds have all finished under ``out_dir``, so running a few rows at a time
+    extends the table instead of replacing it.
+    """
     from esmeta_core import report
 
     out_dir = Path(out_dir)
     wall0 = time.perf_counter()
+
+    def finished(row: str) -> bool:
+        return all(
+            (out_dir / "ablations" / row / f"s{seed}" / "summary.json").exists()
+            for seed in config.seeds
+        )
+
+    for row in config.rows:  # unknown rows fail before anything trains
+        if row not in ROWS:
+            raise ValueError(f"Unknown row {row!r}; choose from {sorted(ROWS)}.")
+    table = [r for r in ORDER if r in config.rows or finished(r)]
+    table += [r for r in config.rows if r not in table]
     rows = []
-    for row in config.rows:
+    for row in table:
         per_seed = []
         for seed in config.seeds:
             workdir = out_dir / "ablations" / row / f"s{seed}"
