@@ -27,6 +27,8 @@ def test_running_some_rows_keeps_the_finished_rows_in_the_table(tmp_path):
     table = json.loads((tmp_path / "ablations.json").read_text())
     assert [r["row"] for r in table["rows"]] == ["baseline", "unit_kernels"]
     assert table["rows"][1]["mean"] == pytest.approx(0.755)
+    # The call without --rows reproduces the whole (gathered) table.
+    assert table["command"] == f"esmeta experiment es-ablations --out {tmp_path}"
 
 
 def test_an_unknown_row_is_refused_before_anything_trains(tmp_path):

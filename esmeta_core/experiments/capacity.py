@@ -82,6 +82,6 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         out_dir / "capacity.json",
         payload,
         config=config,
-        command="esmeta experiment capacity --out results/protonet",
+        command=report.experiment_command("capacity", config, out_dir),
         wall_s=round(time.perf_counter() - wall0, 1),
     )

@@ -165,6 +165,9 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         out_dir / "ablations.json",
         payload,
         config=config,
-        command="esmeta experiment es-ablations --out results/protonet",
+        # The table gathers every finished row, so the call without --rows reproduces it.
+        command=report.experiment_command(
+            "es-ablations", dataclasses.replace(config, rows=ORDER), out_dir
+        ),
         wall_s=round(time.perf_counter() - wall0, 1),
     )

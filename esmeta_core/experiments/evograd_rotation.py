@@ -121,7 +121,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         out_dir / "rotation.json",
         {"shift_degrees": SHIFT_DEGREES, "summary": summary, "runs": runs},
         config=config,
-        command=f"esmeta experiment evograd-rotation --out {out_dir}",
+        command=report.experiment_command("evograd-rotation", config, out_dir),
         wall_s=time.perf_counter() - start,
     )
     plot(result, out_dir / "rotation.png")

@@ -157,7 +157,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         out_dir / "toy_1d.json",
         result,
         config=config,
-        command=f"esmeta experiment evograd-1d --out {out_dir}",
+        command=report.experiment_command("evograd-1d", config, out_dir),
         wall_s=time.perf_counter() - start,
     )
     plot(result, out_dir / "toy_1d.png")

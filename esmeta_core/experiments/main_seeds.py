@@ -63,6 +63,6 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         out_dir / "main_seeds.json",
         payload,
         config=config,
-        command="esmeta experiment main-seeds --out results/protonet",
+        command=report.experiment_command("main-seeds", config, out_dir),
         wall_s=round(time.perf_counter() - wall0, 1),
     )

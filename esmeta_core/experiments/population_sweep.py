@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from esmeta_core import report
 from esmeta_core.configs import MAIN_BEFORE_ISSUE_17
 from esmeta_core.report import write_result
 from esmeta_core.train import train_and_evaluate
@@ -63,6 +64,6 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         out_dir / "population_sweep.json",
         payload,
         config=config,
-        command=f"esmeta experiment population-sweep --out {out_dir}",
+        command=report.experiment_command("population-sweep", config, out_dir),
         wall_s=time.perf_counter() - start,
     )

@@ -146,6 +146,6 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         Path(out_dir) / "scaling.json",
         payload,
         config=config,
-        command="esmeta experiment scaling --out results/protonet",
+        command=report.experiment_command("scaling", config, out_dir),
         wall_s=time.perf_counter() - wall0,
     )

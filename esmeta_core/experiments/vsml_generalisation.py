@@ -491,13 +491,7 @@ FAMILIES = {
 
 def command_line(config: Config, out_dir: str | Path, name: str = "vsml") -> str:
     """The ``esmeta experiment`` call that reproduces ``config`` (fields off their defaults)."""
-    parts = [f"esmeta experiment {name} --out {out_dir}"]
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if value != field.default:
-            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-            parts.append(f"--{field.name.replace('_', '-')} {text}")
-    return " ".join(parts)
+    return report.experiment_command(name, config, out_dir)
 
 
 def part_path(out_dir: str | Path, name: str, seed: int) -> Path:
