@@ -70,6 +70,7 @@ OVERRIDES = (
     "relative_sigma",
     "perturb_conv_bias",
     "guide_fraction",
+    "subspace_dim",
 )
 
 

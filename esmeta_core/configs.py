@@ -48,6 +48,9 @@ class TrainConfig:
         moment (its average of past estimates), ``eps = sqrt(1 - a) z + sqrt(a D) w
         mu / ||mu||`` (see :func:`esmeta_core.es.guided_direction_noise`). 0: plain ES;
         the first step (``mu = 0``) is always plain ES. Unused by backprop.
+      subspace_dim: ES in a fixed random subspace of this dimension (Li et al. 2018,
+        arXiv:1804.08838; :mod:`esmeta_core.subspace`); with backprop the gradient is
+        projected onto the same kind of subspace (its ceiling). 0: off.
       query_chunk: embed queries this many at a time (flat memory).
       eval_episodes: test episodes for the final accuracy.
       log_every, checkpoint_every: in steps.
@@ -81,6 +84,7 @@ class TrainConfig:
     relative_sigma: bool = False
     perturb_conv_bias: bool = True
     guide_fraction: float = 0.0
+    subspace_dim: int = 0
     query_chunk: int | None = None
     eval_episodes: int = 1000
     log_every: int = 10
@@ -311,6 +315,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "relative_sigma": _boolean,
     "perturb_conv_bias": _boolean,
     "guide_fraction": _number_in(0.0, 1.0, upper_open=True),
+    "subspace_dim": _integer(0),
 }
 
 
@@ -380,7 +385,7 @@ RESUMABLE = ("steps", "eval_episodes", "log_every", "checkpoint_every", "max_non
 
 # Fields added after checkpoints were first hashed: left out of the hash while they hold
 # their default, so a run saved before they existed still resumes (a test checks).
-HASHED_ONLY_WHEN_SET = {"guide_fraction": 0.0}
+HASHED_ONLY_WHEN_SET = {"guide_fraction": 0.0, "subspace_dim": 0}
 
 
 def config_hash(config: TrainConfig) -> str:

@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from esmeta_core import subspace
 from esmeta_core.sharding import POP_AXIS, P, population_mesh
 
 SHAPINGS = ("centered_rank", "z_score", "raw", "pair_z_score")
@@ -610,6 +611,8 @@ def es_grad_with_options(
     sigma_scales: Any = None,
     guide: Any = None,
     guide_fraction: float = 0.0,
+    subspace_dim: int = 0,
+    subspace_key: jax.Array | None = None,
 ) -> tuple[Any, ESStats]:
     """:func:`es_grad` with fixed leaves and a sigma per leaf, by a change of variables.
 
@@ -640,6 +643,10 @@ def es_grad_with_options(
         is mapped to the free variables by the same chain rule,
         ``guide_u_l = r_l guide_l``, and its fixed leaves are dropped, so ``D`` counts
         the perturbed parameters only.
+      subspace_dim, subspace_key: ES in a random ``d``-dimensional subspace of the
+        perturbed parameters (0: off; :mod:`esmeta_core.subspace`, Li et al. 2018,
+        arXiv:1804.08838): one more change of variables, ``u = u + P z``, ES on ``z``
+        (f32[d]) and ``g_u = P g_z``. ``subspace_key`` fixes ``P``.
 
     Returns:
       ``(grads, stats)`` as :func:`es_grad`. With all scales 1 and every leaf
@@ -682,6 +689,14 @@ def es_grad_with_options(
             for g, r, k in zip(treedef.flatten_up_to(guide), scales, keep, strict=True)
             if k
         ]
+    to_free = None
+    if subspace_dim:
+        if subspace_key is None:
+            raise ValueError("subspace_dim > 0 needs a subspace_key (the basis's key).")
+        free_loss, free, to_free, to_z = subspace.in_subspace(
+            free_loss, free, subspace_key, subspace_dim
+        )
+        guide_free = None if guide_free is None else to_z(guide_free)
     g_free, stats = es_grad(
         free_loss,
         free,
@@ -692,6 +707,8 @@ def es_grad_with_options(
         guide=guide_free,
         guide_fraction=guide_fraction,
     )
+    if to_free is not None:
+        g_free = to_free(g_free)
     it = iter(g_free)
     grads = [
         to_u(next(it), r) if k else jnp.zeros_like(x)

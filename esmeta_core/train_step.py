@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from esmeta_core import es, optim, protonet
+from esmeta_core import es, optim, protonet, subspace
 from esmeta_core.checkpoint import TrainState
 from esmeta_core.configs import TrainConfig, es_config
 from esmeta_core.data import Episode
@@ -49,7 +49,9 @@ def make_train_step(
     ``"backprop"`` it is ``jax.grad``. Either way Adam applies it. With
     ``config.guide_fraction > 0`` the ES noise is guided by Adam's first moment
     (:func:`esmeta_core.optim.first_moment`; Guided ES, arXiv:1806.10230), so a
-    resumed run needs no state beyond the optimizer's.
+    resumed run needs no state beyond the optimizer's. With ``config.subspace_dim > 0``
+    the ES noise lies in a fixed random subspace (:mod:`esmeta_core.subspace`) and a
+    backprop gradient is projected onto one.
     """
     optimizer = make_optimizer(config)
     train_way = config.train_way or config.way if config.method == "backprop" else config.way
@@ -82,6 +84,8 @@ def make_train_step(
                 mesh=mesh,
                 guide=optim.first_moment(opt_state) if guided else None,
                 guide_fraction=config.guide_fraction,
+                subspace_dim=config.subspace_dim,
+                subspace_key=subspace.basis_key(config.seed) if config.subspace_dim else None,
                 **es_options(config, params),
             )
             metrics.update(
@@ -91,6 +95,10 @@ def make_train_step(
             )
         else:
             grads = jax.grad(loss_fn)(params, episodes)
+            if config.subspace_dim:  # the subspace's ceiling: P P^T g
+                grads = subspace.project_gradient(
+                    grads, subspace.basis_key(config.seed), config.subspace_dim
+                )
         loss, acc = center_metrics(params, episodes)
         metrics.update(loss=loss, accuracy=acc, grad_norm=optax.tree.norm(grads))
         updates, opt_state = optimizer.update(grads, opt_state, params)

@@ -64,6 +64,8 @@ def test_every_preset_passes_validation(name):
         ({"guide_fraction": -0.1}, "guide_fraction"),
         ({"guide_fraction": float("nan")}, "guide_fraction"),
         ({"guide_fraction": "0.5"}, "guide_fraction"),
+        ({"subspace_dim": -1}, "subspace_dim"),
+        ({"subspace_dim": 8.5}, "subspace_dim"),
     ],
     ids=lambda v: str(v) if not isinstance(v, dict) else ",".join(f"{k}={v[k]!r}" for k in v),
 )
@@ -121,6 +123,8 @@ def test_a_field_added_later_changes_the_hash_only_when_set():
     assert configs.config_hash(base) == digest
     guided = dataclasses.replace(base, guide_fraction=0.5)
     assert configs.config_hash(guided) != configs.config_hash(base)
+    in_subspace = dataclasses.replace(base, subspace_dim=256)
+    assert configs.config_hash(in_subspace) != configs.config_hash(base)
 
 
 # Values of every kind a config file or a careless caller can produce.

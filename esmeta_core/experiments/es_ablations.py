@@ -63,6 +63,12 @@ ROWS: dict[str, dict[str, Any]] = {
         "adam_b1": 0.99,
         "guide_fraction": 0.5,
     },
+    # ES in a fixed random subspace (intrinsic dimension, arXiv:1804.08838) of d of the
+    # D = 7248 parameters: the estimate's cosine to the subspace's gradient is about
+    # sqrt(N / d) instead of sqrt(N / D), but only the gradient's part in the subspace
+    # is followed (its backprop ceiling: results/protonet/subspace/).
+    "subspace_256": {"subspace_dim": 256},
+    "subspace_1024": {"subspace_dim": 1024},
 }
 # The order the committed table was run in (most informative first).
 ORDER = (
@@ -79,6 +85,8 @@ ORDER = (
     "guided_0.5",
     "guided_0.01",
     "all+adam_b1_0.99+guided_0.5",
+    "subspace_256",
+    "subspace_1024",
 )
 
 

@@ -28,19 +28,20 @@ from esmeta_core.train import train_and_evaluate
 class Config:
     """The committed run's settings (``results/protonet/main_seeds.json``).
 
-    ``lr``: the preset's learning rate unless given (``--lr 0.006`` measured the spread
+    ``lr``, ``shaping``: the preset's unless given (``--lr 0.006`` measured the spread
     of a larger rate, ``results/protonet/main-lr6e-3/main_seeds.json``).
     """
 
     preset: str = "main"
     seeds: tuple[int, ...] = (0, 1, 2)
     lr: float | None = None
+    shaping: str | None = None
 
 
 def preset_config(config: Config):
     """The preset with ``config``'s overrides (the seed is set per run)."""
-    preset = PRESETS[config.preset]
-    return preset if config.lr is None else dataclasses.replace(preset, lr=config.lr)
+    overrides = {k: getattr(config, k) for k in ("lr", "shaping") if getattr(config, k) is not None}
+    return dataclasses.replace(PRESETS[config.preset], **overrides)
 
 
 def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
