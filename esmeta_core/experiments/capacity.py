@@ -29,7 +29,7 @@ from esmeta_core.train import train_and_evaluate
 class Config:
     """The committed run's settings (``results/protonet/capacity.json``)."""
 
-    widths: tuple[int, ...] = (8, 16, 32)
+    widths: tuple[int, ...] = (8, 16, 32, 64)
     steps: int = 800
     query: int = 15
     lr: float = 1e-3
