@@ -3,7 +3,7 @@
 Both do one full generation (perturb, evaluate with ``lax.map``, shape by
 centered ranks, Adam update) on a ProtoNet 5-way 1-shot 1-query episode
 (10 images per member, Conv4-64, D = 111,936), jitted end to end. Time is the
-median of repeated steps; memory is XLA's compiled analysis and, in a fresh
+median, min and max of 5 steps after a warm-up; memory is XLA's compiled analysis and, in a fresh
 process per case, the peak RSS.
 
   python -m benchmarks.vs_evosax     # writes results/benchmarks/vs_evosax.json
@@ -25,8 +25,9 @@ from benchmarks.common import (
     mib,
     peak_rss_bytes,
     protonet_fitness,
+    spread,
     synthetic_episode,
-    time_call,
+    time_calls,
     write_result,
 )
 from esmeta_core import es
@@ -70,14 +71,14 @@ def measure_one(library: str, population: int, repeats: int) -> dict:
     ours, theirs = make_steps(population)
     fn, args = ours if library == "esmeta" else theirs
     memory = compiled_memory(fn, *args)
-    seconds = time_call(jax.jit(fn), *args, repeats=repeats)
-    return {"step_s": seconds, **memory, "peak_rss_bytes": peak_rss_bytes()}
+    step = spread(time_calls(jax.jit(fn), *args, repeats=repeats))
+    return {"step": step, **memory, "peak_rss_bytes": peak_rss_bytes()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--populations", default="256,1024,4096")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # library population
     args = parser.parse_args()
     if args.one:
@@ -106,9 +107,14 @@ def main() -> None:
         ours, theirs = result["esmeta"], result["evosax"]
         row = {
             "population": population,
-            "esmeta_step_s": round(ours["step_s"], 3),
-            "evosax_step_s": round(theirs["step_s"], 3),
-            "speedup": round(theirs["step_s"] / ours["step_s"], 2),
+            "esmeta_step": ours["step"],
+            "evosax_step": theirs["step"],
+            # median over median; the range pairs each library's fastest with the other's slowest
+            "speedup": round(theirs["step"]["median_s"] / ours["step"]["median_s"], 2),
+            "speedup_range": [
+                round(theirs["step"]["min_s"] / ours["step"]["max_s"], 2),
+                round(theirs["step"]["max_s"] / ours["step"]["min_s"], 2),
+            ],
             "esmeta_compiled_mib": mib(ours["total_bytes"]),
             "evosax_compiled_mib": mib(theirs["total_bytes"]),
             "compiled_memory_ratio": round(theirs["total_bytes"] / ours["total_bytes"], 1),
@@ -124,6 +130,7 @@ def main() -> None:
         "vs_evosax",
         rows,
         config=vars(args),
+        timing=f"{args.repeats} repeats after one warm-up call: median, min, max",
         evosax_version=getattr(evosax, "__version__", "unknown"),
         fitness="ProtoNet Conv4-64, 5-way 1-shot 1-query, D=111936",
     )

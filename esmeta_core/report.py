@@ -486,8 +486,8 @@ def results_tables(results: str | Path = "results") -> str:
         lambda d: f"Against evosax OpenES (`{d['command']}`)",
         [
             "N",
-            "esmeta step (s)",
-            "evosax step (s)",
+            "esmeta step s, median (min-max)",
+            "evosax step s, median (min-max)",
             "speed-up",
             "compiled MiB (esmeta / evosax)",
             "memory ratio",
@@ -497,9 +497,10 @@ def results_tables(results: str | Path = "results") -> str:
         lambda d: [
             [
                 r["population"],
-                r["esmeta_step_s"],
-                r["evosax_step_s"],
-                f"{r['speedup']}x",
+                r["esmeta_step_s"] if "esmeta_step" not in r else timing(r["esmeta_step"]),
+                r["evosax_step_s"] if "evosax_step" not in r else timing(r["evosax_step"]),
+                f"{r['speedup']}x"
+                + ("" if "speedup_range" not in r else " ({}-{})".format(*r["speedup_range"])),
                 f"{r['esmeta_compiled_mib']} / {r['evosax_compiled_mib']}",
                 f"{r['compiled_memory_ratio']}x",
                 f"{r['esmeta_peak_rss_mib']} / {r['evosax_peak_rss_mib']}",
