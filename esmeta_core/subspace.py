@@ -3,12 +3,15 @@
 Li et al. (2018, "Measuring the Intrinsic Dimension of Objective Landscapes",
 arXiv:1804.08838) train ``theta = theta_0 + P z`` with a fixed random ``P``
 (``D x d``) and find that many networks reach 90 % of their accuracy with
-``d << D``. For ES this is tempting: the estimate's cosine to the gradient of a
-locally linear loss is about ``sqrt(N / D)`` in ``D`` dimensions, and in ``z``
-it is ``sqrt(N / d)``. In theory this improves the signal-to-noise ratio, not the
-first-order progress per step (the part of the gradient outside the subspace is
-never followed), so the ablation table measures it; :func:`project_gradient`
-gives the same subspace's ceiling by backprop.
+``d << D``. For ES this is tempting: with ``N/2`` antithetic pairs on a locally
+linear loss the estimate's cosine to the gradient is about ``sqrt(N / 2D)`` in ``D``
+dimensions, and to the subspace's gradient ``P P^T g`` it is ``sqrt(N / 2d)``. But
+``P P^T g`` itself has cosine about ``sqrt(d / D)`` to ``g``, so the cosine to the
+full gradient stays ``sqrt(N / 2d) sqrt(d / D) = sqrt(N / 2D)``: a better
+signal-to-noise ratio, the same first-order progress per step, and a ceiling, since
+an average of many estimates (Adam's first moment) tends to ``P P^T g``, not to
+``g``. ``results/protonet/ablations.json`` measures it, and :func:`project_gradient`
+gives the same subspace's ceiling by backprop (``results/protonet/subspace/``).
 
 Here the subspace moves with the parameters: each step perturbs
 ``theta + sigma P eps_z`` with ``eps_z ~ N(0, I_d)`` and maps the ``d``-dimensional
