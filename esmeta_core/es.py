@@ -645,7 +645,7 @@ def es_grad_with_options(
         the perturbed parameters only.
       subspace_dim, subspace_key: ES in a random ``d``-dimensional subspace of the
         perturbed parameters (0: off; :mod:`esmeta_core.subspace`, Li et al. 2018,
-        arXiv:1804.08838): one more change of variables, ``u = u + P z``, ES on ``z``
+        arXiv:1804.08838): one more change of variables, ``u -> u + P z``, ES on ``z``
         (f32[d]) and ``g_u = P g_z``. ``subspace_key`` fixes ``P``.
 
     Returns:
