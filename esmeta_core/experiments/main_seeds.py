@@ -69,7 +69,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         "train_config": preset_config(config).to_json(),
         "seeds": per_seed,
         "mean": float(accs.mean()),
-        "std": float(accs.std(ddof=1)) if len(accs) > 1 else float("nan"),
+        "std": float(accs.std(ddof=1)) if len(accs) > 1 else None,  # JSON null, not NaN
     }
     return report.write_result(
         out_dir / "main_seeds.json",
