@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -146,3 +147,81 @@ def test_feature_transform_of_the_wrong_shape_is_rejected(tiny):
     )
     with pytest.raises(ValueError, match="transform must be f32\\[depth, width\\]"):
         protonet.episode_loss(model, params, ep, way=3, transform=wrong)
+
+
+class _PlainBatchNorm(nn.Module):
+    """Support batch norm written out, as ``SupportBatchNorm`` was before the fused forward."""
+
+    @nn.compact
+    def __call__(self, x, stats_rows):
+        reference = x[:stats_rows]
+        mean, var = reference.mean(axis=(0, 1, 2)), reference.var(axis=(0, 1, 2))
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+        return (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias
+
+
+class _PlainConv4(nn.Module):
+    """The textbook composition: nn.Conv, batch norm, ReLU, nn.max_pool."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self, x, stats_rows):
+        for i in range(4):
+            x = nn.Conv(self.width, (3, 3), padding="SAME")(x)
+            x = _PlainBatchNorm(name=f"SupportBatchNorm_{i}")(x, stats_rows)
+            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+        return x.reshape(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("width", [4, 16])
+def test_conv4_matches_the_plain_flax_composition(width):
+    """Same parameters (names, shapes, initial values) and the same embedding as nn.Conv +
+    batch norm + ReLU + nn.max_pool, for any sign of the batch-norm scale (pooling before
+    the offset and ReLU is exact only because the multiplier is applied first)."""
+    model, plain = protonet.Conv4(width), _PlainConv4(width)
+    params = protonet.init_params(jax.random.key(3), model)
+    plain_params = plain.init(jax.random.key(3), jnp.zeros((2, 28, 28, 1)), 2)["params"]
+    assert jax.tree.structure(params) == jax.tree.structure(plain_params)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(plain_params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Random parameters: negative batch-norm scales and nonzero conv biases included.
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(4), len(leaves))
+    params = jax.tree.unflatten(
+        treedef, [x + jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+    )
+    assert min(float(params[f"SupportBatchNorm_{i}"]["scale"].min()) for i in range(4)) < 0
+    images = jax.random.normal(jax.random.key(5), (12, 28, 28, 1))
+    got = model.apply({"params": params}, images, stats_rows=7)
+    want = plain.apply({"params": params}, images, 7)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv3x3_on_one_channel_matches_lax_conv():
+    """The first layer's patch matmul is the 'SAME' 3x3 convolution."""
+    x = jax.random.normal(jax.random.key(0), (3, 9, 7, 1))
+    conv = protonet.Conv3x3(5)
+    params = conv.init(jax.random.key(1), x)["params"]
+    want = jax.lax.conv_general_dilated(
+        x, params["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    np.testing.assert_allclose(conv.apply({"params": params}, x), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(4, 6), (7, 3), (3, 5)])
+def test_max_pool_2x2_matches_flax(size):
+    x = jax.random.normal(jax.random.key(0), (2, *size, 3))
+    want = nn.max_pool(x, (2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(protonet.max_pool_2x2(x), want)
+
+
+def test_support_batch_norm_call_is_its_affine_map():
+    x = jax.random.normal(jax.random.key(0), (6, 4, 4, 3)) * 2.0 + 1.0
+    bn = protonet.SupportBatchNorm()
+    params = bn.init(jax.random.key(1), x, 4)["params"]
+    out = bn.apply({"params": params}, x, 4)
+    reference = out[:4]
+    np.testing.assert_allclose(reference.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(reference.var(axis=(0, 1, 2)), 1.0, rtol=1e-3)

@@ -72,10 +72,16 @@ def bn_outputs(params, e):
         {"params": params},
         x,
         stats_rows=e[0].shape[0],
-        capture_intermediates=lambda mdl, name: isinstance(mdl, protonet.SupportBatchNorm),
+        capture_intermediates=lambda mdl, name: isinstance(
+            mdl, (protonet.Conv3x3, protonet.SupportBatchNorm)
+        ),
     )
     inter = inter["intermediates"]
-    return [inter[f"SupportBatchNorm_{i}"]["__call__"][0] for i in range(4)]
+    outputs = []  # batch norm's output: conv output * multiplier + offset
+    for i in range(4):
+        multiplier, offset = inter[f"SupportBatchNorm_{i}"]["affine"][0]
+        outputs.append(inter[f"Conv_{i}"]["__call__"][0] * multiplier + offset)
+    return outputs
 
 
 @jax.jit
