@@ -186,13 +186,15 @@ def resume_config(
 
     A new run (``resume=False``) needs a workdir without a run. A resumed one keeps
     its saved, re-validated config: ``config`` may differ from it only in the
-    :data:`~esmeta_core.configs.RESUMABLE` fields (``steps`` only grows), unless
+    :data:`~esmeta_core.configs.RESUMABLE` fields (``steps`` only grows, and not at all
+    under a cosine or linear learning rate, which decays to the saved ``steps``), unless
     ``allow_changes``.
 
     Raises:
       FileExistsError: ``workdir`` holds a run and ``resume`` is false.
       FileNotFoundError: ``resume`` but ``workdir`` holds no run.
-      ConfigError: the saved config is bad, or ``config`` differs from it.
+      ConfigError: the saved config is bad, or ``config`` differs from it (or grows
+        ``steps`` under a cosine or linear learning rate).
     """
     workdir = Path(workdir)
     saved = saved_config(workdir)
@@ -216,6 +218,15 @@ def resume_config(
             + f". A resumed run keeps its saved config (it may change only {RESUMABLE}); "
             "drop these overrides, use another --workdir, or pass --allow-config-change.",
             field=changed[0].split("=")[0],
+        )
+    grown = config.steps > saved.steps
+    if grown and saved.lr_schedule in ("cosine", "linear") and not allow_changes:
+        raise ConfigError(
+            f"{workdir} holds a run whose {saved.lr_schedule} learning rate decays to its "
+            f"end at step {saved.steps}; --steps {config.steps} would move that end and "
+            "change the learning rate of the steps still to come. Resume without --steps "
+            "(or with the saved value), start a new run, or pass --allow-config-change.",
+            field="steps",
         )
     base = config if allow_changes else saved
     resumable = {name: getattr(config, name) for name in RESUMABLE}

@@ -149,40 +149,14 @@ def test_feature_transform_of_the_wrong_shape_is_rejected(tiny):
         protonet.episode_loss(model, params, ep, way=3, transform=wrong)
 
 
-class _PlainBatchNorm(nn.Module):
-    """Support batch norm written out, as ``SupportBatchNorm`` was before the fused forward."""
-
-    @nn.compact
-    def __call__(self, x, stats_rows):
-        reference = x[:stats_rows]
-        mean, var = reference.mean(axis=(0, 1, 2)), reference.var(axis=(0, 1, 2))
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
-        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
-        return (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias
-
-
-class _PlainConv4(nn.Module):
-    """The textbook composition: nn.Conv, batch norm, ReLU, nn.max_pool."""
-
-    width: int
-
-    @nn.compact
-    def __call__(self, x, stats_rows):
-        for i in range(4):
-            x = nn.Conv(self.width, (3, 3), padding="SAME")(x)
-            x = _PlainBatchNorm(name=f"SupportBatchNorm_{i}")(x, stats_rows)
-            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-        return x.reshape(x.shape[0], -1)
-
-
 @pytest.mark.parametrize("width", [4, 16])
 def test_conv4_matches_the_plain_flax_composition(width):
     """Same parameters (names, shapes, initial values) and the same embedding as nn.Conv +
     batch norm + ReLU + nn.max_pool, for any sign of the batch-norm scale (pooling before
     the offset and ReLU is exact only because the multiplier is applied first)."""
-    model, plain = protonet.Conv4(width), _PlainConv4(width)
+    model, plain = protonet.Conv4(width), protonet.PlainConv4(width)
     params = protonet.init_params(jax.random.key(3), model)
-    plain_params = plain.init(jax.random.key(3), jnp.zeros((2, 28, 28, 1)), 2)["params"]
+    plain_params = plain.init(jax.random.key(3), jnp.zeros((2, 28, 28, 1)))["params"]
     assert jax.tree.structure(params) == jax.tree.structure(plain_params)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(plain_params), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -195,7 +169,14 @@ def test_conv4_matches_the_plain_flax_composition(width):
     assert min(float(params[f"SupportBatchNorm_{i}"]["scale"].min()) for i in range(4)) < 0
     images = jax.random.normal(jax.random.key(5), (12, 28, 28, 1))
     got = model.apply({"params": params}, images, stats_rows=7)
-    want = plain.apply({"params": params}, images, 7)
+    want = plain.apply({"params": params}, images, stats_rows=7)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # With FWT layers (negative gammas included) the two agree as well.
+    hyper = protonet.init_fwt_hyperparams(4, width, gamma=1.0, beta=1.0)
+    transform = protonet.sample_feature_transform(jax.random.key(6), hyper)
+    assert float(transform.gamma.min()) < 0
+    got = model.apply({"params": params}, images, stats_rows=7, transform=transform)
+    want = plain.apply({"params": params}, images, stats_rows=7, transform=transform)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 

@@ -287,6 +287,24 @@ def test_resume_where_there_is_no_run_is_an_error(tmp_path, capsys):
         train.train_and_evaluate(configs.PRESETS["smoke"], tmp_path, resume=True, progress=False)
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_growing_steps_of_a_decaying_schedule_on_resume_is_refused(tmp_path, schedule):
+    """The schedule decays to the saved ``steps``: growing it would bend the curve mid-run."""
+    saved = dataclasses.replace(configs.PRESETS["smoke"], lr_schedule=schedule)
+    checkpoint.write_config(tmp_path, saved)
+    longer = dataclasses.replace(saved, steps=saved.steps + 10)
+    with pytest.raises(configs.ConfigError, match="decays to its end") as err:
+        checkpoint.resume_config(tmp_path, longer, resume=True)
+    assert err.value.field == "steps"
+    assert checkpoint.resume_config(tmp_path, saved, resume=True).steps == saved.steps
+    allowed = checkpoint.resume_config(tmp_path, longer, resume=True, allow_changes=True)
+    assert allowed.steps == longer.steps
+    halving = dataclasses.replace(saved, lr_schedule="halving")  # steps do not move it
+    checkpoint.write_config(tmp_path, halving)
+    grown = dataclasses.replace(halving, steps=halving.steps + 10)
+    assert checkpoint.resume_config(tmp_path, grown, resume=True).steps == grown.steps
+
+
 # ----------------------------------------------------------------------------
 # Files (issue 15).
 
