@@ -175,7 +175,8 @@ PRESETS: dict[str, TrainConfig] = {
     # 11500 steps fill most of the hour (0.26 s per step, 3035 s); lr 5e-3 and z-scored
     # antithetic differences (the best single change in ablations.json). Measured (seed 0):
     # 93.91 % (results/protonet/long/), against 93.26 % for 9000 steps at lr 3e-3 with
-    # centered ranks (results/protonet/long-9000steps/).
+    # centered ranks (results/protonet/long-9000steps/) and 93.78 % for 13500 steps
+    # (0.235 s per step with the fused Conv4, 3184 s; results/protonet/long-13500steps/).
     "long": TrainConfig(
         method="es",
         width=32,
