@@ -56,6 +56,7 @@ OVERRIDES = (
     "steps",
     "seed",
     "width",
+    "separable",
     "eval_episodes",
     "chunk_size",
     "communication",

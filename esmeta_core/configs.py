@@ -31,6 +31,8 @@ class TrainConfig:
       train_way: classes per *training* episode for backprop (Snell et al.
         used 60); ``None`` uses ``way``.
       width: Conv4 channels.
+      separable: depthwise-separable 3x3 convolutions after the first layer
+        (:class:`esmeta_core.protonet.SeparableConv3x3`): about 7x fewer parameters.
       steps: optimizer steps; ``batch`` episodes per step.
       lr, lr_halving_every: Adam learning rate, halved every so many steps.
       lr_schedule: ``"halving"`` (every ``lr_halving_every`` steps), ``"cosine"`` or
@@ -67,6 +69,7 @@ class TrainConfig:
     query: int = 15
     train_way: int | None = None
     width: int = 64
+    separable: bool = False
     steps: int = 300
     batch: int = 1
     lr: float = 1e-3
@@ -301,6 +304,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "query": _integer(1),
     "train_way": _integer(2, optional=True),
     "width": _integer(1),
+    "separable": _boolean,
     "steps": _integer(1),
     "batch": _integer(1),
     "lr": _positive_finite,

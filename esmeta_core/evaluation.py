@@ -21,6 +21,7 @@ from esmeta_core.checkpoint import TrainState
 from esmeta_core.configs import TrainConfig
 from esmeta_core.data import SPLIT_CLASSES, load_split, sample_episodes, validate_episode_size
 from esmeta_core.report import command_line, write_result
+from esmeta_core.train_step import model_for
 
 
 class Evaluation(NamedTuple):
@@ -102,7 +103,7 @@ def evaluate_checkpoint(
         validate_episode_size(
             way=way, shot=shot, query=1, num_classes=SPLIT_CLASSES[split], split_name=repr(split)
         )
-    model = protonet.Conv4(config.width)
+    model = model_for(config)
     params = protonet.init_params(jax.random.key(config.seed), model)  # shapes for the restore
     state = checkpoint.restore(workdir, TrainState(0, params, None))
     images = load_split(split).images

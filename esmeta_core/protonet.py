@@ -144,6 +144,43 @@ class Conv3x3(nn.Module):
         return y + bias
 
 
+class SeparableConv3x3(nn.Module):
+    """A depthwise-separable 3x3 ``SAME`` convolution (Chollet 2017, arXiv:1610.02357).
+
+    A 3x3 filter per input channel, ``depthwise`` f32[3, 3, c_in] (LeCun normal, fan-in
+    9), then a 1x1 convolution mixing the channels, ``kernel`` f32[c_in, features]
+    (LeCun normal) and ``bias`` f32[features] (zeros):
+
+    .. math::  y_{n h w o} = \\sum_c K_{c o} \\sum_{i j} D_{i j c}\\, x_{n, h+i-1, w+j-1, c} + b_o .
+
+    ``9 c_in + c_in features`` weights against ``9 c_in features`` for a full 3x3
+    convolution: at width 64, 4,672 per layer against 36,864. An ES estimate's
+    variance grows with the number of perturbed parameters (its cosine to the gradient
+    is about ``sqrt(N / 2D)``), so fewer weights per layer buy more information per
+    step (``Conv4(separable=True)``). The depthwise step is nine shifted
+    multiply-adds, which XLA fuses into one pass on a CPU.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """f32[n, h, w, c_in] -> f32[n, h, w, features]."""
+        _, h, w, c_in = x.shape
+        depthwise = self.param(
+            "depthwise",
+            nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2),
+            (3, 3, c_in),
+        )
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (c_in, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        spatial = sum(
+            padded[:, i : i + h, j : j + w, :] * depthwise[i, j] for i in range(3) for j in range(3)
+        )  # f32[n, h, w, c_in]
+        return spatial @ kernel + bias
+
+
 class SupportBatchNorm(nn.Module):
     """Batch norm whose statistics come from the first ``stats_rows`` rows (the support)."""
 
@@ -184,10 +221,15 @@ class Conv4(nn.Module):
     (``benchmarks/conv4_forward.py``; 0.22 -> 0.12 s per step in the committed runs),
     Conv4-32's about 1.06x, and a single forward pass not at all, with the same
     parameters and the same numbers up to float rounding (``tests/test_protonet.py``).
+
+    ``separable=True`` makes every layer after the first a :class:`SeparableConv3x3`
+    (the first has one input channel, where a full 3x3 convolution has only
+    ``9 width`` weights): Conv4-64 then has 15,104 parameters instead of 111,936.
     """
 
     width: int = 64
     depth: int = 4
+    separable: bool = False
 
     @nn.compact
     def __call__(
@@ -209,7 +251,8 @@ class Conv4(nn.Module):
                 f"got gamma of shape {jnp.shape(transform.gamma)}."
             )
         for i in range(self.depth):
-            x = Conv3x3(self.width, name=f"Conv_{i}")(x)
+            conv = SeparableConv3x3 if self.separable and i > 0 else Conv3x3
+            x = conv(self.width, name=f"Conv_{i}")(x)
             multiplier, offset = SupportBatchNorm(name=f"SupportBatchNorm_{i}").affine(
                 x, stats_rows
             )

@@ -222,6 +222,7 @@ def run_rows(root: str | Path = "results/protonet") -> list[dict[str, Any]]:
                     "steps": config["steps"],
                     "population": config["population"] if config["method"] == "es" else None,
                     "width": config["width"],
+                    "separable": config.get("separable", False),
                     "train_way": config.get("train_way") or config["way"],
                     "trained_as": f"{config['way']}w{config['shot']}s",
                     "train_wall_s": summary["train_wall_s"],
@@ -259,7 +260,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                 f"{r['trained_as']} ({r['train_way']}-way)",
                 r["steps"],
                 r["population"] if r["population"] else "-",
-                r["width"],
+                f"{r['width']} separable" if r.get("separable") else r["width"],
                 f"{r['train_wall_s'] / 60:.1f} min",
                 r["machine"],
             ]
@@ -401,20 +402,23 @@ def results_tables(results: str | Path = "results") -> str:
             for r in d["rows"]
         ],
     )
-    add(
-        "protonet/capacity.json",
-        lambda d: f"Backprop capacity by width ({d['config']['steps']} steps; `{d['command']}`)",
-        ["width", "parameters", "5w5s accuracy", "train min"],
-        lambda d: [
-            [
-                r["width"],
-                f"{r['num_params']:,}",
-                f"{100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
-                f"{r['train_wall_s'] / 60:.1f}",
-            ]
-            for r in d["rows"]
-        ],
-    )
+    for name in ("protonet/capacity.json", "protonet/capacity-2000steps/capacity.json"):
+        add(
+            name,
+            lambda d: (
+                f"Backprop capacity by width ({d['config']['steps']} steps; `{d['command']}`)"
+            ),
+            ["width", "parameters", "5w5s accuracy", "train min"],
+            lambda d: [
+                [
+                    f"{r['width']} separable" if r.get("separable") else r["width"],
+                    f"{r['num_params']:,}",
+                    f"{100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
+                    f"{r['train_wall_s'] / 60:.1f}",
+                ]
+                for r in d["rows"]
+            ],
+        )
     add(
         "protonet/ablations.json",
         lambda d: f"ES ablations ({d['steps']} steps, two seeds per row; `{d['command']}`)",

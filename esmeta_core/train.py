@@ -41,6 +41,7 @@ from esmeta_core.train_step import (  # noqa: F401 (re-exported: the step's piec
     init_state,
     make_optimizer,
     make_train_step,
+    model_for,
     step_key,
 )
 
@@ -81,7 +82,7 @@ def prepare(
     sharding.barrier("esmeta-workdir-checked")  # every process read it before 0 writes
     validate_config(config, mesh.shape[sharding.POP_AXIS])
     load_split(config.split)  # the data is there and sound before anything is written
-    state = init_state(config, protonet.Conv4(config.width))
+    state = init_state(config, model_for(config))
     state = TrainState(0, *sharding.replicate((state.params, state.opt_state), mesh))
     if resume and checkpoint.latest_step(workdir) is not None:
         expected = None if allow_changes else config_hash(config)
@@ -135,7 +136,7 @@ def train_loop(
     """
     images = load_split(config.split).images
     train_way = config.train_way or config.way if config.method == "backprop" else config.way
-    train_step = make_train_step(config, protonet.Conv4(config.width), mesh)
+    train_step = make_train_step(config, model_for(config), mesh)
     start, wall0, bad_run = state.step, time.perf_counter(), 0
     desc = f"{config.method} {config.way}w{config.shot}s"
     bar = tqdm(
@@ -196,7 +197,7 @@ def train_loop(
 def final_evaluation(config: TrainConfig, params: Any, *, progress: bool = False) -> Evaluation:
     """The run's test: ``eval_episodes`` ``way``-way ``shot``-shot episodes of ``eval_split``."""
     return evaluate(
-        protonet.Conv4(config.width),
+        model_for(config),
         params,
         load_split(config.eval_split).images,
         way=config.way,

@@ -29,6 +29,11 @@ def all_finite(tree: Any) -> jax.Array:
 make_optimizer = optim.make_optimizer  # its home is esmeta_core/optim.py
 
 
+def model_for(config: TrainConfig) -> protonet.Conv4:
+    """The Conv4 embedding a config trains: ``width`` channels, ``separable`` or not."""
+    return protonet.Conv4(config.width, separable=config.separable)
+
+
 def init_state(config: TrainConfig, model: protonet.Conv4) -> TrainState:
     params = protonet.init_params(jax.random.key(config.seed), model)
     return TrainState(0, params, make_optimizer(config).init(params))

@@ -206,3 +206,42 @@ def test_support_batch_norm_call_is_its_affine_map():
     reference = out[:4]
     np.testing.assert_allclose(reference.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
     np.testing.assert_allclose(reference.var(axis=(0, 1, 2)), 1.0, rtol=1e-3)
+
+
+def test_separable_conv3x3_is_a_depthwise_then_a_pointwise_convolution():
+    x = jax.random.normal(jax.random.key(0), (2, 7, 5, 4))
+    conv = protonet.SeparableConv3x3(6)
+    params = conv.init(jax.random.key(1), x)["params"]
+    params = {**params, "bias": jax.random.normal(jax.random.key(2), (6,))}
+    depthwise = jax.lax.conv_general_dilated(  # lax's own grouped convolution
+        x,
+        params["depthwise"][:, :, None, :],
+        (1, 1),
+        "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=4,
+    )
+    want = jnp.einsum("nhwc,co->nhwo", depthwise, params["kernel"]) + params["bias"]
+    np.testing.assert_allclose(conv.apply({"params": params}, x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_separable_conv4_has_fewer_parameters_and_the_same_embedding_size():
+    x = jnp.zeros((3, 28, 28, 1))
+    dense = protonet.init_params(jax.random.key(0), protonet.Conv4(64))
+    separable_model = protonet.Conv4(64, separable=True)
+    separable = protonet.init_params(jax.random.key(0), separable_model)
+    # layer 0: 9*64 + 64; layers 1-3: 9*64 + 64*64 + 64; four batch norms of 2*64
+    assert protonet.num_params(separable) == 640 + 3 * 4736 + 4 * 128 == 15360
+    assert protonet.num_params(dense) == 111936
+    assert set(separable["Conv_1"]) == {"depthwise", "kernel", "bias"}
+    assert separable["Conv_0"]["kernel"].shape == (3, 3, 1, 64)  # one input channel: full
+    assert separable_model.apply({"params": separable}, x).shape == (3, 64)
+
+
+def test_separable_kernels_are_projected_and_their_biases_left_unperturbed():
+    from esmeta_core import optim
+
+    params = protonet.init_params(jax.random.key(0), protonet.Conv4(8, separable=True))
+    kernels, biases = optim.conv_kernel_mask(params), optim.conv_bias_mask(params)
+    assert kernels["Conv_1"] == {"depthwise": False, "kernel": True, "bias": False}
+    assert biases["Conv_1"] == {"depthwise": False, "kernel": False, "bias": True}

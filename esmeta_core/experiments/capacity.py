@@ -11,7 +11,12 @@ episodes); only the width changes.
 
 Each width's run lives in ``<out_dir>/capacity/w<width>/`` (``summary.json``,
 ``metrics.jsonl``); a finished one is not trained again, so the table can be
-rewritten cheaply.
+rewritten cheaply. ``separable_widths`` adds Conv4s with depthwise-separable layers
+(:class:`esmeta_core.protonet.SeparableConv3x3`, runs in ``capacity/sep<width>/``):
+ES needs few parameters, so capacity per parameter is the figure that matters.
+
+  esmeta experiment capacity --out results/protonet/capacity-2000steps --steps 2000 \
+      --query 5 --lr 0.002 --eval-episodes 400 --widths 16,32 --separable-widths 32,48,64
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class Config:
     """The committed run's settings (``results/protonet/capacity.json``)."""
 
     widths: tuple[int, ...] = (8, 16, 32, 64)
+    separable_widths: tuple[int, ...] = ()
     steps: int = 800
     query: int = 15
     lr: float = 1e-3
@@ -37,11 +43,12 @@ class Config:
     seed: int = 0
 
 
-def train_config(config: Config, width: int):
+def train_config(config: Config, width: int, *, separable: bool = False):
     """The ``backprop-5w5s`` preset at ``width``, shortened to ``config.steps``."""
     return dataclasses.replace(
         PRESETS["backprop-5w5s"],
         width=width,
+        separable=separable,
         steps=config.steps,
         query=config.query,
         lr=config.lr,
@@ -59,17 +66,22 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     rows = []
     wall0 = time.perf_counter()
-    for width in config.widths:
-        workdir = out_dir / "capacity" / f"w{width}"
+    models = [(w, False) for w in config.widths] + [(w, True) for w in config.separable_widths]
+    for width, separable in models:
+        workdir = out_dir / "capacity" / f"{'sep' if separable else 'w'}{width}"
         if (workdir / "summary.json").exists():
             summary = report.load_json(workdir / "summary.json")
         else:
             summary = train_and_evaluate(
-                train_config(config, width), workdir, resume=workdir.exists(), progress=False
+                train_config(config, width, separable=separable),
+                workdir,
+                resume=workdir.exists(),
+                progress=False,
             )
         rows.append(
             {
                 "width": width,
+                "separable": separable,
                 "num_params": summary["num_params"],
                 **summary["eval"]["5w5s"],
                 "train_wall_s": summary["train_wall_s"],

@@ -77,6 +77,7 @@ def es_points(root: Path) -> list[dict[str, Any]]:
                 "run": str(path.parent),
                 "lr": config["lr"],
                 "width": config["width"],
+                "separable": config.get("separable", False),
                 "population": config["population"],
                 "steps": config["steps"],
                 "member_evaluations": config["population"] * config["steps"],
@@ -101,6 +102,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         p
         for p in points
         if p["width"] == 16
+        and not p["separable"]
         and p["lr"] == 3e-3
         and not p["new_options"]
         and "ablations" not in p["run"]
