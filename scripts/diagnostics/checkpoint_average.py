@@ -14,15 +14,15 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from esmeta_core import checkpoint, optim, protonet
+from esmeta_core import checkpoint, optim
 from esmeta_core.data.omniglot import load_split
 from esmeta_core.evaluation import evaluate
-from esmeta_core.train_step import init_state
+from esmeta_core.train_step import init_state, model_for
 
 test = load_split("test").images
 for workdir in map(Path, sys.argv[1:]):
     config = checkpoint.saved_config(workdir)
-    model = protonet.Conv4(config.width)
+    model = model_for(config)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, init_state(config, model).params)
     with checkpoint.manager(workdir) as manager:
         steps = sorted(manager.all_steps())

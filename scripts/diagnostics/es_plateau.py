@@ -41,7 +41,7 @@ from esmeta_core.configs import es_config
 from esmeta_core.data.episodes import sample_episodes
 from esmeta_core.data.omniglot import load_split
 from esmeta_core.evaluation import evaluate
-from esmeta_core.train_step import es_options, init_state, step_key
+from esmeta_core.train_step import es_options, init_state, model_for, step_key
 
 
 def cosine(a, b) -> float:
@@ -66,7 +66,7 @@ def main() -> None:
     t0 = time.perf_counter()
     workdir = Path(args.workdir)
     config = checkpoint.saved_config(workdir)
-    model = protonet.Conv4(config.width)
+    model = model_for(config)
     state = init_state(config, model)
     if not args.at_init:
         state = checkpoint.restore(workdir, state)
