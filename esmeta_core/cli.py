@@ -57,6 +57,7 @@ OVERRIDES = (
     "seed",
     "width",
     "separable",
+    "first_width",
     "eval_episodes",
     "chunk_size",
     "communication",

@@ -33,6 +33,8 @@ class TrainConfig:
       width: Conv4 channels.
       separable: depthwise-separable 3x3 convolutions after the first layer
         (:class:`esmeta_core.protonet.SeparableConv3x3`): about 7x fewer parameters.
+      first_width: channels of the first layer (the only one at full 28x28
+        resolution, so the costliest per parameter); ``None``: ``width``.
       steps: optimizer steps; ``batch`` episodes per step.
       lr, lr_halving_every: Adam learning rate, halved every so many steps.
       lr_schedule: ``"halving"`` (every ``lr_halving_every`` steps), ``"cosine"`` or
@@ -70,6 +72,7 @@ class TrainConfig:
     train_way: int | None = None
     width: int = 64
     separable: bool = False
+    first_width: int | None = None
     steps: int = 300
     batch: int = 1
     lr: float = 1e-3
@@ -306,6 +309,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "train_way": _integer(2, optional=True),
     "width": _integer(1),
     "separable": _boolean,
+    "first_width": _integer(1, optional=True),
     "steps": _integer(1),
     "batch": _integer(1),
     "lr": _positive_finite,

@@ -136,19 +136,56 @@ class Conv3x3(nn.Module):
     features: int
 
     @nn.compact
+    def weights(self, c_in: int) -> tuple[jax.Array, jax.Array]:
+        """``kernel`` f32[3, 3, c_in, features] and ``bias`` f32[features]."""
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, c_in, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return kernel, bias
+
     def __call__(self, x: jax.Array) -> jax.Array:
         """f32[n, h, w, c_in] -> f32[n, h, w, features]."""
         c_in = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, c_in, self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        kernel, bias = self.weights(c_in)
         if c_in == 1:  # [n, h, w, 9] patches @ [9, features]: one matmul
-            patches = jnp.concatenate(shifted_3x3(x), -1)  # f32[n, h, w, 9]
-            y = patches @ kernel.reshape(9, self.features)
+            y = image_patches(x) @ kernel.reshape(9, self.features)
         else:
             y = lax.conv_general_dilated(
                 x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
             )
         return y + bias
+
+
+def image_patches(x: jax.Array) -> jax.Array:
+    """The 3x3 ``SAME`` patches of one-channel images: f32[n, h, w, 1] -> f32[n, h, w, 9]."""
+    return jnp.concatenate(shifted_3x3(x), -1)
+
+
+def linear_map_moments(
+    patches: jax.Array, kernel: jax.Array, bias: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Per-channel mean and variance of ``patches @ kernel + bias``, from the patches' moments.
+
+    .. math::  \\mu_c = \\bar p^\\top K_{:c} + b_c, \\qquad
+               \\sigma^2_c = K_{:c}^\\top \\Sigma_p K_{:c},
+
+    with ``p-bar`` and ``Sigma_p`` the mean and covariance of the patch vectors. Exact
+    up to float rounding, and the output is never formed: inside an ES population loop
+    the patch moments depend on the images only (XLA computes them once), so each member
+    pays a 9x9 quadratic form per channel instead of a pass over its full-resolution map.
+
+    Args:
+      patches: f32[..., k], the rows whose statistics are wanted (the support's).
+      kernel: f32[k, c]. bias: f32[c].
+
+    Returns:
+      ``(mean, var)``, each f32[c].
+    """
+    rows = patches.reshape(-1, patches.shape[-1])  # f32[rows, k]
+    patch_mean = rows.mean(axis=0)  # f32[k]
+    centred = rows - patch_mean
+    patch_cov = centred.T @ centred / rows.shape[0]  # f32[k, k]
+    var = jnp.einsum("kc,kl,lc->c", kernel, patch_cov, kernel)
+    return patch_mean @ kernel + bias, jnp.maximum(var, 0.0)
 
 
 class SeparableConv3x3(nn.Module):
@@ -193,19 +230,24 @@ class SupportBatchNorm(nn.Module):
     epsilon: float = 1e-5
 
     @nn.compact
+    def from_moments(self, mean: jax.Array, var: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(multiplier, offset)``, each f32[c], for channels of this mean and variance.
+
+        ``m = scale / sqrt(var + epsilon)`` and ``o = bias - mean * m``.
+        """
+        scale = self.param("scale", nn.initializers.ones, mean.shape)
+        bias = self.param("bias", nn.initializers.zeros, mean.shape)
+        multiplier = lax.rsqrt(var + self.epsilon) * scale
+        return multiplier, bias - mean * multiplier
+
     def affine(self, x: jax.Array, stats_rows: int) -> tuple[jax.Array, jax.Array]:
         """The per-channel ``(multiplier, offset)``, each f32[c], of ``x * m + o``.
 
-        ``m = scale / sqrt(var + epsilon)`` and ``o = bias - mean * m``, with the mean
-        and variance of ``x[:stats_rows]`` (f32[n_support, h, w, c]) per channel.
+        With the mean and variance of ``x[:stats_rows]`` (f32[n_support, h, w, c]) per
+        channel (see :meth:`from_moments`).
         """
         reference = x[:stats_rows]  # f32[n_support, h, w, c]
-        mean = reference.mean(axis=(0, 1, 2))
-        var = reference.var(axis=(0, 1, 2))
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
-        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
-        multiplier = lax.rsqrt(var + self.epsilon) * scale
-        return multiplier, bias - mean * multiplier
+        return self.from_moments(reference.mean(axis=(0, 1, 2)), reference.var(axis=(0, 1, 2)))
 
     def __call__(self, x: jax.Array, stats_rows: int) -> jax.Array:
         """``(x - mean) / sqrt(var + epsilon) * scale + bias``, with support statistics."""
@@ -228,14 +270,28 @@ class Conv4(nn.Module):
     Conv4-32's about 1.06x, and a single forward pass not at all, with the same
     parameters and the same numbers up to float rounding (``tests/test_protonet.py``).
 
+    The first layer is linear in its 3x3 image patches, so its batch-norm statistics
+    come from the patches' mean and 9x9 covariance (:func:`linear_map_moments`) and its
+    multiplier is folded into the kernel: each ES member forms one full-resolution map
+    (the matmul) instead of also reading it back for the statistics. That makes the
+    ``long`` preset's step about 1.2x faster (0.19 -> 0.155 s, a scratch timing on the
+    2-core CPU).
+
     ``separable=True`` makes every layer after the first a :class:`SeparableConv3x3`
     (the first has one input channel, where a full 3x3 convolution has only
     ``9 width`` weights): Conv4-64 then has 15,360 parameters instead of 111,936.
+
+    ``first_width`` (default ``width``) sets the first layer's channels. That layer
+    runs at the full 28x28 resolution, so in an ES population loop it costs more
+    time per parameter than any other: the separable Conv4-32's training step takes
+    about 0.13 s with ``first_width=16`` against 0.20 s (a scratch timing of the
+    ``long`` preset on the 2-core CPU).
     """
 
     width: int = 64
     depth: int = 4
     separable: bool = False
+    first_width: int | None = None
 
     @nn.compact
     def __call__(
@@ -251,22 +307,47 @@ class Conv4(nn.Module):
         ``x * transform.gamma[i] + transform.beta[i]`` (FWT, see the module docstring).
         """
         stats_rows = x.shape[0] if stats_rows is None else stats_rows
+        first_width = self.width if self.first_width is None else self.first_width
+        if transform is not None and first_width != self.width:
+            raise ValueError(
+                f"transform (FWT) needs every layer {self.width} channels wide, got "
+                f"first_width={first_width}; leave first_width unset."
+            )
         if transform is not None and jnp.shape(transform.gamma) != (self.depth, self.width):
             raise ValueError(
                 f"transform must be f32[depth, width] = [{self.depth}, {self.width}], "
                 f"got gamma of shape {jnp.shape(transform.gamma)}."
             )
         for i in range(self.depth):
-            conv = SeparableConv3x3 if self.separable and i > 0 else Conv3x3
-            x = conv(self.width, name=f"Conv_{i}")(x)
-            multiplier, offset = SupportBatchNorm(name=f"SupportBatchNorm_{i}").affine(
-                x, stats_rows
-            )
-            if transform is not None:
-                multiplier = multiplier * transform.gamma[i]
-                offset = offset * transform.gamma[i] + transform.beta[i]
-            x = nn.relu(max_pool_2x2(x * multiplier) + offset)
+            features = first_width if i == 0 else self.width
+            norm = SupportBatchNorm(name=f"SupportBatchNorm_{i}")
+            if x.shape[-1] == 1:  # the images: batch norm from patch moments
+                kernel, bias = Conv3x3(features, name=f"Conv_{i}").weights(1)
+                kernel = kernel.reshape(9, features)
+                patches = image_patches(x)  # f32[n, h, w, 9], the same for every member
+                multiplier, offset = norm.from_moments(
+                    *linear_map_moments(patches[:stats_rows], kernel, bias)
+                )
+                multiplier, offset = _transformed(multiplier, offset, transform, i)
+                # maxpool(y m) with y m = patches @ (kernel m) + bias m
+                pooled = max_pool_2x2(patches @ (kernel * multiplier)) + bias * multiplier
+            else:
+                conv = SeparableConv3x3 if self.separable and i > 0 else Conv3x3
+                x = conv(features, name=f"Conv_{i}")(x)
+                multiplier, offset = _transformed(*norm.affine(x, stats_rows), transform, i)
+                pooled = max_pool_2x2(x * multiplier)
+            x = nn.relu(pooled + offset)
         return x.reshape(x.shape[0], -1)
+
+
+def _transformed(
+    multiplier: jax.Array, offset: jax.Array, transform: FeatureTransform | None, layer: int
+) -> tuple[jax.Array, jax.Array]:
+    """Batch norm's ``(m, o)`` followed by FWT's ``x gamma + beta`` (if any), as one affine map."""
+    if transform is None:
+        return multiplier, offset
+    gamma, beta = transform.gamma[layer], transform.beta[layer]
+    return multiplier * gamma, offset * gamma + beta
 
 
 class PlainConv4(nn.Module):

@@ -31,7 +31,7 @@ make_optimizer = optim.make_optimizer  # its home is esmeta_core/optim.py
 
 def model_for(config: TrainConfig) -> protonet.Conv4:
     """The Conv4 embedding a config trains: ``width`` channels, ``separable`` or not."""
-    return protonet.Conv4(config.width, separable=config.separable)
+    return protonet.Conv4(config.width, separable=config.separable, first_width=config.first_width)
 
 
 def init_state(config: TrainConfig, model: protonet.Conv4) -> TrainState:
