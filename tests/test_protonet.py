@@ -208,6 +208,50 @@ def test_support_batch_norm_call_is_its_affine_map():
     np.testing.assert_allclose(reference.var(axis=(0, 1, 2)), 1.0, rtol=1e-3)
 
 
+def test_batch_norm_from_moments_is_its_affine_map_of_the_same_statistics():
+    x = jax.random.normal(jax.random.key(0), (6, 4, 4, 3)) * 2.0 + 1.0
+    bn = protonet.SupportBatchNorm()
+    params = {"scale": jnp.array([1.5, -0.5, 2.0]), "bias": jnp.array([0.1, 0.2, -0.3])}
+    want = bn.apply({"params": params}, x, 4, method="affine")
+    stats = x[:4].mean(axis=(0, 1, 2)), x[:4].var(axis=(0, 1, 2))
+    got = bn.apply({"params": params}, *stats, method="from_moments")
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_linear_map_moments_are_the_mean_and_variance_of_the_map():
+    """Patches with a large mean (the centring matters) and a low-rank part (a
+    near-zero variance must not come out negative)."""
+    k_p, k_k, k_b = jax.random.split(jax.random.key(0), 3)
+    patches = jax.random.normal(k_p, (5, 6, 7, 9)) * 0.3 + 2.0
+    kernel = jax.random.normal(k_k, (9, 4))
+    kernel = kernel.at[:, 3].set(jnp.array([1.0, -1.0] + [0.0] * 7))
+    patches = patches.at[..., 1].set(patches[..., 0])  # channel 3 sees zero variance
+    bias = jax.random.normal(k_b, (4,))
+    mean, var = jax.jit(protonet.linear_map_moments)(patches, kernel, bias)
+    y = patches @ kernel + bias  # f32[5, 6, 7, 4]
+    np.testing.assert_allclose(mean, y.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(var, y.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+    assert float(var[3]) >= 0.0
+
+
+def test_first_width_narrows_only_the_first_layer():
+    model = protonet.Conv4(32, separable=True, first_width=16)
+    params = protonet.init_params(jax.random.key(0), model)
+    assert params["Conv_0"]["kernel"].shape == (3, 3, 1, 16)
+    assert params["SupportBatchNorm_0"]["scale"].shape == (16,)
+    assert params["Conv_1"]["depthwise"].shape == (3, 3, 16)
+    assert params["Conv_1"]["kernel"].shape == (16, 32)
+    # 9*16 + 16; 9*16 + 16*32 + 32; two layers of 9*32 + 32*32 + 32; BN 2*16 + 3*2*32
+    assert protonet.num_params(params) == 160 + 688 + 2 * 1344 + 32 + 192 == 3760
+    images = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
+    assert model.apply({"params": params}, images, stats_rows=2).shape == (4, 32)
+    hyper = protonet.init_fwt_hyperparams(4, 32, gamma=1.0, beta=1.0)
+    transform = protonet.sample_feature_transform(jax.random.key(2), hyper)
+    with pytest.raises(ValueError, match="first_width"):
+        model.apply({"params": params}, images, stats_rows=2, transform=transform)
+
+
 def test_separable_conv3x3_is_a_depthwise_then_a_pointwise_convolution():
     x = jax.random.normal(jax.random.key(0), (2, 7, 5, 4))
     conv = protonet.SeparableConv3x3(6)
