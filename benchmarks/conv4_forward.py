@@ -9,7 +9,7 @@ class (the training episode of the ``main`` and ``long`` presets; synthetic imag
 timing only):
 
 - ``forward``: one embedding of the episode's 50 images (jitted alone);
-- ``es_step``: one plain ES gradient (population 64, antithetic, ``lax.map`` over
+- ``es_step``: one plain ES gradient (the preset's population, antithetic, ``lax.map`` over
   members), where XLA computes the first layer's patches once for the population;
 - ``train_step``: one jitted training step of the preset (``main``: Conv4-16,
   ``long``: Conv4-32; ES with the preset's options, Adam, the metrics), the step

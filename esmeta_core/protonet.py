@@ -267,7 +267,8 @@ class Conv4(nn.Module):
     layer of :class:`Conv3x3` this makes a training step of the ``main`` preset
     (Conv4-16) 1.6x faster on a CPU than with :class:`PlainConv4`
     (``benchmarks/conv4_forward.py``; 0.22 -> 0.12 s per step in the committed runs),
-    Conv4-32's about 1.06x, and a single forward pass not at all, with the same
+    Conv4-32's about 1.06x (1.22x with the patch moments below), and a single forward
+    pass not at all, with the same
     parameters and the same numbers up to float rounding (``tests/test_protonet.py``).
 
     The first layer is linear in its 3x3 image patches, so its batch-norm statistics
