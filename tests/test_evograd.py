@@ -374,10 +374,20 @@ def test_fwt_pretraining_is_plain_training_on_the_first_pseudo_seen_episodes():
         evograd_fwt.Config(**small, steps=1, pretrain_steps=2), none, model
     )(flat, ids)
     plain, _ = evograd_fwt.trainer(evograd_fwt.Config(**small, steps=3), none, model)(flat, ids)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-        pre.params,
-        plain.params,
+    # Adam turns float rounding in a zero gradient into whole lr-sized steps, and the two
+    # paths compile differently: a conv bias that batch norm cancels (or a bias behind a
+    # dead ReLU) may drift apart by up to lr. So every kernel and scale must agree
+    # closely, and the embedding that the whole parameter set computes must agree.
+    for path, a in jax.tree_util.tree_leaves_with_path(pre.params):
+        if path[-1].key != "bias":
+            b = plain.params[path[0].key][path[1].key]
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=str(path))
+    images = flat[:12, :, :, None]
+    np.testing.assert_allclose(
+        model.apply({"params": pre.params}, images, stats_rows=6),
+        model.apply({"params": plain.params}, images, stats_rows=6),
+        rtol=1e-4,
+        atol=1e-3,
     )
     init = evograd_fwt.initial_state(
         evograd_fwt.Config(**small), model, evograd_fwt.optax.adam(1e-3),
