@@ -10,7 +10,8 @@ CPU processes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -138,11 +139,29 @@ def initialize_distributed(
     # Cross-process collectives of CPU devices go through gloo (several CPU hosts, or
     # local test processes); accelerators use their own interconnect either way.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    options = {"shutdown_timeout_seconds": shutdown_timeout_s}
     jax.distributed.initialize(
         coordinator_address=coordinator_address,
         num_processes=num_processes,
         process_id=process_id,
         initialization_timeout=startup_timeout_s,
         heartbeat_timeout_seconds=heartbeat_timeout_s,
-        shutdown_timeout_seconds=shutdown_timeout_s,
+        **supported_options(jax.distributed.initialize, options),
     )
+
+
+def supported_options(function: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` that ``function`` accepts as keywords (checked by its signature).
+
+    For arguments newer than the oldest supported JAX: ``shutdown_timeout_seconds``
+    arrived in ``jax.distributed.initialize`` after jax 0.7.2 (Colab's version), which
+    then keeps its own shutdown default.
+
+    Example:
+      >>> supported_options(lambda a, b=1: None, {"b": 2, "c": 3})
+      {'b': 2}
+    """
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in parameters}
