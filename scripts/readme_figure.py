@@ -43,9 +43,13 @@ def load(relative: str, root: Path = ROOT) -> Any:
     return json.loads((root / relative).read_text())
 
 
-def test_accuracy(run: str, root: Path = ROOT, setting: str = "5w5s") -> tuple[float, float]:
-    """``(accuracy %, 95 % CI half-width %)`` of a run's ``eval.json`` for one setting."""
-    result = load(f"{run}/eval.json", root)["results"][setting]
+def run_accuracy(run: str, root: Path = ROOT, setting: str = "5w5s") -> tuple[float, float]:
+    """``(accuracy %, 95 % CI half-width %)`` of a run for one setting: from its
+    ``eval.json``, or from ``summary.json`` (the training-time test) where it has none."""
+    if (root / run / "eval.json").is_file():
+        result = load(f"{run}/eval.json", root)["results"][setting]
+    else:
+        result = load(f"{run}/summary.json", root)["eval"][setting]
     return 100 * result["accuracy"], 100 * result["ci95"]
 
 
@@ -61,7 +65,7 @@ def _mwn_row(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
 def headline_rows(root: Path = ROOT) -> list[tuple[str, str, str]]:
     """``(what, result, files)`` per headline result, every number read from ``files``."""
     rows = []
-    acc, ci = test_accuracy(BACKPROP_RUN, root)
+    acc, ci = run_accuracy(BACKPROP_RUN, root)
     config = load(f"{BACKPROP_RUN}/summary.json", root)["config"]
     rows.append(
         (
@@ -84,7 +88,7 @@ def headline_rows(root: Path = ROOT) -> list[tuple[str, str, str]]:
             f"`{MAIN_SEEDS}`",
         )
     )
-    acc, ci = test_accuracy(LONG_RUN, root)
+    acc, ci = run_accuracy(LONG_RUN, root)
     config = load(f"{LONG_RUN}/summary.json", root)["config"]
     rows.append(
         (
@@ -95,7 +99,8 @@ def headline_rows(root: Path = ROOT) -> list[tuple[str, str, str]]:
             f"`{LONG_RUN}/`",
         )
     )
-    mwn = load(EVOGRAD_MWN, root)["rows"]
+    mwn_file = load(EVOGRAD_MWN, root)
+    mwn = mwn_file["rows"]
     k2 = _mwn_row(mwn, "EvoGrad, unperturbed input, K=2")
     k10 = _mwn_row(mwn, "EvoGrad, unperturbed input, K=10")
     second, plain = _mwn_row(mwn, "second order"), _mwn_row(mwn, "plain")
@@ -105,7 +110,7 @@ def headline_rows(root: Path = ROOT) -> list[tuple[str, str, str]]:
             f"{100 * k2['test_accuracy_mean']:.1f} % (K = 2), "
             f"{100 * k10['test_accuracy_mean']:.1f} % (K = 10) test; second order "
             f"{100 * second['test_accuracy_mean']:.1f} %, no meta-learning "
-            f"{100 * plain['test_accuracy_mean']:.1f} % (3 seeds)",
+            f"{100 * plain['test_accuracy_mean']:.1f} % ({mwn_file['config']['seeds']} seeds)",
             f"`{EVOGRAD_MWN}`",
         )
     )
@@ -202,7 +207,7 @@ def write_figure(path: Path = FIGURE, root: Path = ROOT) -> None:
         metrics = [json.loads(x) for x in (root / run / "metrics.jsonl").read_text().splitlines()]
         minutes = [m["wall_s"] / 60 for m in metrics]
         smooth = _running_mean([100 * m["accuracy"] for m in metrics], max(5, len(metrics) // 10))
-        acc, ci = test_accuracy(run, root)
+        acc, ci = run_accuracy(run, root)
         ax.plot(
             minutes, smooth, color=color, lw=1.5, alpha=0.8, label=f"{label} (test {acc:.1f} %)"
         )

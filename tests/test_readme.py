@@ -105,3 +105,12 @@ def test_local_links_resolve():
     assert PENDING <= local
     assert not [t for t in PENDING if (ROOT / t).exists()], "landed: remove it from PENDING"
     assert not [t for t in local - PENDING if not (ROOT / t).exists()]
+
+
+def test_license_is_the_apache_2_text_and_the_metadata_says_so():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License\n                           Version 2.0")
+    assert "END OF TERMS AND CONDITIONS" in text and "APPENDIX" in text
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^license = "Apache-2.0"$', pyproject, re.M)  # SPDX, setuptools >= 77
+    assert re.search(r'^license-files = \["LICENSE"\]$', pyproject, re.M)
