@@ -71,7 +71,11 @@ def test_headline_table_is_regenerated_from_the_files(tmp_path):
 def test_figure_is_committed_and_small():
     figure = ROOT / "docs" / "figures" / "es_vs_backprop.png"
     assert figure.is_file() and figure.stat().st_size < 150_000
-    assert "docs/figures/es_vs_backprop.png" in README.read_text()
+    text = README.read_text()
+    assert "docs/figures/es_vs_backprop.png" in text
+    script = load_script()  # the caption names the runs the figure reads
+    for run in (script.BACKPROP_RUN, script.MAIN_RUN, script.LONG_RUN):
+        assert f"`{run}/`" in text, run
 
 
 def test_snippet_runs_and_the_loss_falls():
