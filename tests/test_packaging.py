@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -48,7 +49,7 @@ CHAPTER_READS = {
         ),
         *(
             f"protonet/{run}/{f}"
-            for run in ("main-zscore-lr6e-3/main_seeds/s0", "long-conv4-32")
+            for run in ("main-zscore-lr6e-3/main-seeds/s0", "long-conv4-32")
             for f in ("es_plateau.json", "es_plateau_at_init.json")
         ),
         "protonet/ablations.json",
@@ -121,8 +122,14 @@ def test_shipped_results_are_small():
 
 @pytest.mark.slow
 def test_wheel_ships_exactly_the_chapters_result_files(tmp_path):
+    # Built from a copy: an in-tree build reuses a stale build/ folder of an earlier build.
+    source = tmp_path / "source"
+    for name in ("esmeta_core", "results"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [ROOT / "pyproject.toml", ROOT / "README.md", *ROOT.glob("LICENSE*")]:
+        shutil.copy(path, source / path.name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation"]
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation"]
         + ["-q", "-w", str(tmp_path)],
         check=True,
         capture_output=True,

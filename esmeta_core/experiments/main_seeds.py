@@ -7,7 +7,7 @@ their mean and their sample standard deviation.
 
   esmeta experiment main-seeds --out results/protonet   # writes .../main_seeds.json
 
-Each seed's run lives in ``<out_dir>/main_seeds/s<seed>/`` and is not trained again once
+Each seed's run lives in ``<out_dir>/main-seeds/s<seed>/`` and is not trained again once
 finished.
 """
 
@@ -52,7 +52,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     wall0 = time.perf_counter()
     per_seed = []
     for seed in config.seeds:
-        workdir = out_dir / "main_seeds" / f"s{seed}"
+        workdir = out_dir / "main-seeds" / f"s{seed}"
         if (workdir / "summary.json").exists():
             summary = report.load_json(workdir / "summary.json")
         else:

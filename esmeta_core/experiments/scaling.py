@@ -30,7 +30,7 @@ import numpy as np
 class Config:
     """Inputs of the fit and the TPU estimate (assumptions named as such)."""
 
-    results: tuple[str, ...] = ("results/protonet", "results/tuning")
+    results: tuple[str, ...] = ("results/protonet", "results/archive/tuning")
     target: float = 0.984
     # TPU v5e: 197 TFLOP/s bf16 peak per chip (Google Cloud's published figure). f32
     # convolutions are assumed to run as 3 bf16 passes, at an assumed 30 % utilisation
