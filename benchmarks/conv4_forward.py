@@ -77,5 +77,27 @@ def main() -> None:
     write_result("conv4_forward", rows, config=vars(args))
 
 
+def markdown_table(result: dict) -> str:
+    """The table of ``conv4_forward.json``: fused against plain Conv4 per preset and part
+    (one forward pass, one ES gradient, one training step), median (min-max) in ms."""
+    from esmeta_core.report import median_range, table
+
+    def ms(t: dict) -> str:
+        return median_range(*(round(1e3 * t[k], 1) for k in ("median_s", "min_s", "max_s")))
+
+    rows = [
+        [
+            f"{r['preset']} (Conv4-{r['width']}, N = {r['population']})",
+            part.replace("_", " "),
+            ms(r["fused"][part]),
+            ms(r["plain"][part]),
+            f"{r[part + '_speedup']:.2f}x",
+        ]
+        for r in result["rows"]
+        for part in ("forward", "es_step", "train_step")
+    ]
+    return table(["preset", "part", "fused ms", "plain ms", "speed-up"], rows)
+
+
 if __name__ == "__main__":
     main()

@@ -77,5 +77,26 @@ def main() -> None:
     )
 
 
+def markdown_table(result: dict) -> str:
+    """The table of ``es_efficiency.json``: ES step and plain forward times, and their ratio."""
+    from esmeta_core.report import median_range, table
+
+    def timing(t: dict) -> str:
+        return median_range(t["median_s"], t["min_s"], t["max_s"])
+
+    headers = ["N", "strategy", "ES step s, median (min-max)", "plain forward s", "ratio (range)"]
+    rows = [
+        [
+            r["population"],
+            r["strategy"],
+            timing(r["es_step"]),
+            timing(r["plain_forward"]),
+            f"{r['ratio']} ({r['ratio_range'][0]}-{r['ratio_range'][1]})",
+        ]
+        for r in result["rows"]
+    ]
+    return table(headers, rows)
+
+
 if __name__ == "__main__":
     main()

@@ -146,5 +146,34 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
+PROGRAMS = {
+    "plain_gradient": "plain gradient step",
+    "evograd": "EvoGrad (noise regenerated)",
+    "evograd_materialised": "EvoGrad (copies stored)",
+    "second_order": "second order",
+}
+
+
+def markdown_table(result: dict) -> str:
+    """The table of ``evograd_scaling.json``: memory, FLOPs and step time of each program."""
+    headers = ["Conv4 width", "parameters", "program", "memory MiB", "GFLOP"]
+    rows = [
+        [
+            r["width"],
+            f"{r['params']:,}",
+            label,
+            r[key]["mib"],
+            r[key]["gflop"],
+            report.median_range(
+                r[key]["step_s_median"], r[key]["step_s_min"], r[key]["step_s_max"]
+            ),
+        ]
+        for r in result["rows"]
+        for key, label in PROGRAMS.items()
+        if key in r
+    ]
+    return report.table([*headers, "step s, median (min-max)"], rows)
+
+
 if __name__ == "__main__":
     main()

@@ -115,5 +115,30 @@ def main() -> None:
     )
 
 
+def markdown_table(result: dict) -> str:
+    """The table of ``memory_vs_backprop.json``: compiled memory of ES and backprop per
+    episode size, and their ratios."""
+    from esmeta_core.report import table
+
+    small = next(k for k in result["rows"][0] if k.startswith("es_chunk"))  # es_chunk<c>_mib
+    headers = [
+        "images per episode", "ES MiB", "ES MiB, smallest chunk", "backprop naive MiB",
+        "backprop chunked + remat MiB", "ratio to naive", "ratio to chunked + remat",
+    ]  # fmt: skip
+    rows = [
+        [
+            r["images"],
+            r["es_mib"],
+            r[small],
+            r["backprop_naive_mib"],
+            r["backprop_chunked_remat_mib"],
+            f"{r['ratio_naive']}x",
+            f"{r['ratio_chunked_remat']}x",
+        ]
+        for r in result["rows"]
+    ]
+    return table(headers, rows)
+
+
 if __name__ == "__main__":
     main()

@@ -254,5 +254,23 @@ def main() -> None:
     print(f"Wrote {args.out}")
 
 
+def markdown_table(result: dict) -> str:
+    """The table of ``multihost_scaling.json``: ES steps/s per (processes, devices, scheme)."""
+    from esmeta_core.report import median_range, table
+
+    headers = ["processes", "devices in all", "scheme", "steps/s, median (min-max)"]
+    rows = [
+        [
+            r["processes"],
+            r["devices"],
+            r["scheme"],
+            median_range(r["steps_per_s_median"], r["steps_per_s_min"], r["steps_per_s_max"]),
+            r["ratio_to_1_device"],
+        ]
+        for r in result["rows"]
+    ]
+    return table([*headers, "ratio to 1 device"], rows)
+
+
 if __name__ == "__main__":
     main()

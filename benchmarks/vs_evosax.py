@@ -136,5 +136,33 @@ def main() -> None:
     )
 
 
+def markdown_table(result: dict) -> str:
+    """The table of ``vs_evosax.json``: step times, speed-up, compiled memory and peak RSS."""
+    from esmeta_core.report import median_range, table
+
+    def timing(t: dict) -> str:
+        return median_range(t["median_s"], t["min_s"], t["max_s"])
+
+    headers = [
+        "N", "esmeta step s, median (min-max)", "evosax step s, median (min-max)", "speed-up",
+        "compiled MiB (esmeta / evosax)", "memory ratio", "peak RSS MiB (esmeta / evosax)",
+        "RSS ratio",
+    ]  # fmt: skip
+    rows = [
+        [
+            r["population"],
+            timing(r["esmeta_step"]),
+            timing(r["evosax_step"]),
+            f"{r['speedup']}x ({r['speedup_range'][0]}-{r['speedup_range'][1]})",
+            f"{r['esmeta_compiled_mib']} / {r['evosax_compiled_mib']}",
+            f"{r['compiled_memory_ratio']}x",
+            f"{r['esmeta_peak_rss_mib']} / {r['evosax_peak_rss_mib']}",
+            f"{r['rss_ratio']}x",
+        ]
+        for r in result["rows"]
+    ]
+    return table(headers, rows)
+
+
 if __name__ == "__main__":
     main()

@@ -101,6 +101,11 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def training_way(self) -> int:
+        """Classes per training episode: ``train_way`` for backprop when set, else ``way``."""
+        return (self.train_way or self.way) if self.method == "backprop" else self.way
+
     @classmethod
     def from_json(cls, data: Any) -> TrainConfig:
         """The config of a JSON object (missing fields keep their defaults), checked.

@@ -8,6 +8,7 @@ a run's last checkpoint on several (way, shot) settings (``esmeta eval``).
 from __future__ import annotations
 
 import functools
+import json
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -16,7 +17,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from esmeta_core import checkpoint, protonet
+from esmeta_core import checkpoint, protonet, report
 from esmeta_core.checkpoint import TrainState
 from esmeta_core.configs import TrainConfig
 from esmeta_core.data import SPLIT_CLASSES, load_split, sample_episodes, validate_episode_size
@@ -121,3 +122,90 @@ def evaluate_checkpoint(
         wall_s=time.perf_counter() - start,
     )
     return results
+
+
+# ----------------------------------------------------------------------------
+# The ProtoNet runs table, from the runs' summary.json and eval.json files.
+
+SNELL_2017 = {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9}
+"""Published Omniglot accuracies (Snell et al. 2017; Vinyals split, 28x28, Conv4-64), in %."""
+
+
+def training_way(config: dict[str, Any]) -> int:
+    """Classes per training episode of a saved config dict (:attr:`TrainConfig.training_way`).
+
+    Only ``method``, ``way`` and ``train_way`` are read, so a dict saved with fields
+    that no longer exist still works.
+
+    Example:
+      >>> training_way({"method": "backprop", "way": 5, "train_way": 20, "steps": 1})
+      20
+      >>> training_way({"method": "es", "way": 5, "train_way": 20})
+      5
+    """
+    return TrainConfig(
+        method=config["method"], way=config["way"], train_way=config.get("train_way")
+    ).training_way
+
+
+def run_rows(root: str | Path = "results/protonet") -> list[dict[str, Any]]:
+    """One row per (run, test setting) from the ``*/summary.json`` and ``eval.json`` under
+    ``root``: accuracy and 95 % CI in percent, the run's settings and wall time."""
+    rows = []
+    for summary_path in sorted(Path(root).glob("*/summary.json")):
+        summary = json.loads(summary_path.read_text())
+        config = summary["config"]
+        results = dict(summary["eval"])
+        eval_path = summary_path.with_name("eval.json")
+        if eval_path.exists():
+            results.update(json.loads(eval_path.read_text())["results"])
+        for setting, r in results.items():
+            rows.append(
+                {
+                    "run": summary_path.parent.name,
+                    "method": config["method"],
+                    "setting": setting,
+                    "accuracy": 100 * r["accuracy"],
+                    "ci95": 100 * r["ci95"],
+                    "episodes": r["episodes"],
+                    "steps": config["steps"],
+                    "population": config["population"] if config["method"] == "es" else None,
+                    "width": config["width"],
+                    "separable": config.get("separable", False),
+                    "train_way": training_way(config),
+                    "trained_as": f"{config['way']}w{config['shot']}s",
+                    "train_wall_s": summary["train_wall_s"],
+                    "machine": summary["provenance"]["machine"],
+                    "devices": summary["provenance"]["num_devices"],
+                }
+            )
+    return rows
+
+
+RUNS_HEADERS = (
+    "run", "method", "test", "accuracy (95 % CI)", "Snell et al.", "trained as", "steps",
+    "population", "width", "train wall time", "machine",
+)  # fmt: skip
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The runs table from :func:`run_rows`: our accuracies beside Snell et al.'s."""
+    return report.table(
+        RUNS_HEADERS,
+        [
+            [
+                f"`{r['run']}`",
+                r["method"],
+                r["setting"],
+                f"{r['accuracy']:.2f} +- {r['ci95']:.2f}",
+                SNELL_2017.get(r["setting"], "-"),
+                f"{r['trained_as']} ({r['train_way']}-way)",
+                r["steps"],
+                r["population"] if r["population"] else "-",
+                f"{r['width']} separable" if r.get("separable") else r["width"],
+                f"{r['train_wall_s'] / 60:.1f} min",
+                r["machine"],
+            ]
+            for r in rows
+        ],
+    )

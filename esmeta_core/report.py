@@ -1,4 +1,4 @@
-"""Result files: provenance, one writer, and reading them back into tables.
+"""Result files: provenance, one writer, metrics, and the pieces of the result tables.
 
 Every result file of the project is written by :func:`write_result`, which
 records the command that made it, its config, its wall time and its
@@ -15,14 +15,11 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-# Published Omniglot accuracies (Vinyals split, 28x28, Conv4-64), in percent.
-SNELL_2017 = {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9}
 
 
 def git_commit() -> str:
@@ -200,75 +197,6 @@ def load_json(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def run_rows(root: str | Path = "results/protonet") -> list[dict[str, Any]]:
-    """One row per (run, test setting) from ``summary.json`` and ``eval.json`` files."""
-    rows = []
-    for summary_path in sorted(Path(root).glob("*/summary.json")):
-        summary = load_json(summary_path)
-        config = summary["config"]
-        results = dict(summary["eval"])
-        eval_path = summary_path.with_name("eval.json")
-        if eval_path.exists():
-            results.update(load_json(eval_path)["results"])
-        for setting, r in results.items():
-            rows.append(
-                {
-                    "run": summary_path.parent.name,
-                    "method": config["method"],
-                    "setting": setting,
-                    "accuracy": 100 * r["accuracy"],
-                    "ci95": 100 * r["ci95"],
-                    "episodes": r["episodes"],
-                    "steps": config["steps"],
-                    "population": config["population"] if config["method"] == "es" else None,
-                    "width": config["width"],
-                    "separable": config.get("separable", False),
-                    "train_way": config.get("train_way") or config["way"],
-                    "trained_as": f"{config['way']}w{config['shot']}s",
-                    "train_wall_s": summary["train_wall_s"],
-                    "machine": summary["provenance"]["machine"],
-                    "devices": summary["provenance"]["num_devices"],
-                }
-            )
-    return rows
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The README's results table: our rows beside Snell et al. (through :func:`table`)."""
-    headers = [
-        "run",
-        "method",
-        "test",
-        "accuracy (95 % CI)",
-        "Snell et al.",
-        "trained as",
-        "steps",
-        "population",
-        "width",
-        "train wall time",
-        "machine",
-    ]
-    return table(
-        headers,
-        [
-            [
-                f"`{r['run']}`",
-                r["method"],
-                r["setting"],
-                f"{r['accuracy']:.2f} +- {r['ci95']:.2f}",
-                SNELL_2017.get(r["setting"], "-"),
-                f"{r['trained_as']} ({r['train_way']}-way)",
-                r["steps"],
-                r["population"] if r["population"] else "-",
-                f"{r['width']} separable" if r.get("separable") else r["width"],
-                f"{r['train_wall_s'] / 60:.1f} min",
-                r["machine"],
-            ]
-            for r in rows
-        ],
-    )
-
-
 # ----------------------------------------------------------------------------
 # Training runs: metrics, curves, summary line.
 
@@ -351,7 +279,8 @@ def summary_line(summary: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------
-# The README's tables from the committed result files.
+# Small pieces of the result tables (each experiment and benchmark formats its own
+# file; scripts/report.py assembles them into docs/results.md).
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -368,332 +297,23 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(f"| {line} |" for line in lines)
 
 
-def _load_if_there(path: Path) -> dict[str, Any] | None:
-    return load_json(path) if path.exists() else None
+def pm(mean: float, spread: float, *, digits: int = 2, scale: float = 100.0) -> str:
+    """``mean +- spread``, both scaled (fractions to percent by default).
 
-
-def results_tables(results: str | Path = "results") -> str:
-    """Every table of the README, as Markdown, from the result files under ``results``.
-
-    Sections whose result file is missing are left out.
+    Example:
+      >>> pm(0.9156, 0.0070)
+      '91.56 +- 0.70'
+      >>> pm(32.21, 2.6, digits=1, scale=1)
+      '32.2 +- 2.6'
     """
-    results = Path(results)
-    sections = [
-        "## ProtoNet on Omniglot (results/protonet/*/summary.json, eval.json)\n\n"
-        + markdown_table(run_rows(results / "protonet"))
-    ]
-
-    def add(name: str, title: Callable[[dict[str, Any]], str], headers, rows) -> None:
-        data = _load_if_there(results / name)
-        if data:
-            sections.append(f"## {title(data)}\n\n" + table(headers, rows(data)))
-
-    add(
-        "protonet/population_sweep.json",
-        lambda d: f"Population sweep ({d['budget']}; `{d['command']}`)",
-        ["population", "steps", "5w5s accuracy", "train min"],
-        lambda d: [
-            [
-                r["population"],
-                r["steps"],
-                f"{100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
-                f"{r['train_wall_s'] / 60:.1f}",
-            ]
-            for r in d["rows"]
-        ],
-    )
-    for name in ("protonet/capacity.json", "protonet/capacity-2000steps/capacity.json"):
-        add(
-            name,
-            lambda d: (
-                f"Backprop capacity by width ({d['config']['steps']} steps; `{d['command']}`)"
-            ),
-            ["width", "parameters", "5w5s accuracy", "train min"],
-            lambda d: [
-                [
-                    f"{r['width']} separable" if r.get("separable") else r["width"],
-                    f"{r['num_params']:,}",
-                    f"{100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
-                    f"{r['train_wall_s'] / 60:.1f}",
-                ]
-                for r in d["rows"]
-            ],
-        )
-    add(
-        "protonet/ablations.json",
-        lambda d: f"ES ablations ({d['steps']} steps, two seeds per row; `{d['command']}`)",
-        ["row", "changes", "accuracy per seed", "mean +- std"],
-        lambda d: [
-            [
-                r["row"],
-                ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "-",
-                ", ".join(f"{100 * s['accuracy']:.2f}" for s in r["seeds"]),
-                f"{100 * r['mean']:.2f} +- {100 * r['std']:.2f}",
-            ]
-            for r in d["rows"]
-        ],
-    )
-    add(
-        "protonet/main_seeds.json",
-        lambda d: f"Main preset over seeds (`{d['command']}`)",
-        ["seed", "5w5s accuracy", "train wall time (s)"],
-        lambda d: (
-            [
-                [
-                    r["seed"],
-                    f"{100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
-                    r["train_wall_s"],
-                ]
-                for r in d["seeds"]
-            ]
-            + [["mean +- std", f"{100 * d['mean']:.2f} +- {100 * d['std']:.2f}", ""]]
-        ),
-    )
-
-    def timing(t: dict[str, float]) -> str:
-        return f"{t['median_s']} ({t['min_s']}-{t['max_s']})"
-
-    add(
-        "benchmarks/es_efficiency.json",
-        lambda d: f"ES step time over forward time (`{d['command']}`)",
-        ["N", "strategy", "ES step s, median (min-max)", "plain forward s", "ratio (range)"],
-        lambda d: [
-            [r["population"], r["strategy"], r["es_step_s"], r["plain_forward_s"], r["ratio"]]
-            if "es_step" not in r  # a file from before issue 17: two repeats, no spread
-            else [
-                r["population"],
-                r["strategy"],
-                timing(r["es_step"]),
-                timing(r["plain_forward"]),
-                f"{r['ratio']} ({r['ratio_range'][0]}-{r['ratio_range'][1]})",
-            ]
-            for r in d["rows"]
-        ],
-    )
-    add(
-        "benchmarks/multihost_scaling.json",
-        lambda d: f"ES steps/s over simulated devices and local processes (`{d['command']}`)",
-        ["processes", "devices in all", "scheme", "steps/s, median (min-max)", "ratio to 1 device"],
-        lambda d: [
-            [
-                r["processes"],
-                r["devices"],
-                r["scheme"],
-                f"{r['steps_per_s_median']} ({r['steps_per_s_min']}-{r['steps_per_s_max']})",
-                r["ratio_to_1_device"],
-            ]
-            for r in d["rows"]
-        ],
-    )
-    add(
-        "benchmarks/vs_evosax.json",
-        lambda d: f"Against evosax OpenES (`{d['command']}`)",
-        [
-            "N",
-            "esmeta step s, median (min-max)",
-            "evosax step s, median (min-max)",
-            "speed-up",
-            "compiled MiB (esmeta / evosax)",
-            "memory ratio",
-            "peak RSS MiB (esmeta / evosax)",
-            "RSS ratio",
-        ],
-        lambda d: [
-            [
-                r["population"],
-                r["esmeta_step_s"] if "esmeta_step" not in r else timing(r["esmeta_step"]),
-                r["evosax_step_s"] if "evosax_step" not in r else timing(r["evosax_step"]),
-                f"{r['speedup']}x"
-                + ("" if "speedup_range" not in r else " ({}-{})".format(*r["speedup_range"])),
-                f"{r['esmeta_compiled_mib']} / {r['evosax_compiled_mib']}",
-                f"{r['compiled_memory_ratio']}x",
-                f"{r['esmeta_peak_rss_mib']} / {r['evosax_peak_rss_mib']}",
-                f"{r['rss_ratio']}x",
-            ]
-            for r in d["rows"]
-        ],
-    )
-    memory = _load_if_there(results / "benchmarks/memory_vs_backprop.json")
-    if memory and "backprop_naive_mib" in memory["rows"][0]:
-        small = next(k for k in memory["rows"][0] if k.startswith("es_chunk"))
-        add(
-            "benchmarks/memory_vs_backprop.json",
-            lambda d: f"ES vs backprop memory (`{d['command']}`)",
-            [
-                "images per episode",
-                "ES MiB",
-                "ES MiB, smallest chunk",
-                "backprop naive MiB",
-                "backprop chunked + remat MiB",
-                "ratio to naive",
-                "ratio to chunked + remat",
-            ],
-            lambda d: [
-                [
-                    r["images"],
-                    r["es_mib"],
-                    r[small],
-                    r["backprop_naive_mib"],
-                    r["backprop_chunked_remat_mib"],
-                    f"{r['ratio_naive']}x",
-                    f"{r['ratio_chunked_remat']}x",
-                ]
-                for r in d["rows"]
-            ],
-        )
-    else:  # a file from before issue 17: naive backprop only
-        add(
-            "benchmarks/memory_vs_backprop.json",
-            lambda d: f"ES vs backprop memory (`{d['command']}`)",
-            ["images per episode", "ES MiB", "backprop MiB", "ratio", "ES temporaries MiB"],
-            lambda d: [
-                [r["images"], r["es_mib"], r["backprop_mib"], f"{r['ratio']}x", r["es_temp_mib"]]
-                for r in d["rows"]
-            ],
-        )
-    programs = {
-        "plain_gradient": "plain gradient step",
-        "evograd": "EvoGrad (noise regenerated)",
-        "evograd_materialised": "EvoGrad (copies stored)",
-        "second_order": "second order",
-    }
-    add(
-        "benchmarks/evograd_scaling.json",
-        lambda d: f"EvoGrad vs second-order hypergradient (`{d['command']}`)",
-        ["Conv4 width", "parameters", "program", "memory MiB", "GFLOP", "step s, median (min-max)"],
-        lambda d: [
-            [
-                r["width"],
-                f"{r['params']:,}",
-                label,
-                r[key]["mib"],
-                r[key]["gflop"],
-                f"{r[key]['step_s_median']} ({r[key]['step_s_min']}-{r[key]['step_s_max']})",
-            ]
-            for r in d["rows"]
-            for key, label in programs.items()
-            if key in r
-        ],
-    )
-    add(
-        "evograd/rotation.json",
-        lambda d: f"EvoGrad rotation (`{d['command']}`)",
-        ["training", "final angle", "test accuracy"],
-        lambda d: [
-            [
-                k,
-                f"{s['final_angle_mean']:.1f} +- {s['final_angle_std']:.1f}",
-                f"{100 * s['test_accuracy_mean']:.1f} +- {100 * s['test_accuracy_std']:.1f} %",
-            ]
-            for k, s in d["summary"].items()
-        ],
-    )
-    add(
-        "evograd/mwn.json",
-        lambda d: f"EvoGrad Meta-Weight-Net (`{d['command']}`)",
-        ["noise", "method", "test accuracy"],
-        lambda d: [
-            [
-                r["noise"],
-                r["method"],
-                f"{100 * r['test_accuracy_mean']:.1f} +- {100 * r['test_accuracy_std']:.1f} %",
-            ]
-            for r in d["rows"]
-        ],
-    )
-    add(
-        "vsml/generalisation.json",
-        lambda d: (
-            "VS-ML: meta-trained on Omniglot, tested on unseen digits "
-            "(results/vsml/generalisation.json, gathered from results/vsml/parts/)"
-        ),
-        VSML_HEADERS,
-        vsml_rows,
-    )
-    add(
-        "vsml/long.json",
-        lambda d: f"VS-ML, one long ES run (`{d['command']}`)",
-        VSML_LONG_HEADERS,
-        vsml_long_rows,
-    )
-    add(
-        "vsml/invariance.json",
-        lambda d: f"VS-ML cells unchanged on other tasks (`{d['command']}`)",
-        VSML_INVARIANCE_HEADERS,
-        vsml_invariance_rows,
-    )
-    return "\n\n".join(sections)
+    return f"{scale * mean:.{digits}f} +- {scale * spread:.{digits}f}"
 
 
-VSML_HEADERS = (
-    "learner",
-    "digits (unseen), last 10 of 50",
-    "per seed",
-    "digits, first 10",
-    "Omniglot, last 10",
-    "meta-training per seed",
-)
-VSML_INVARIANCE_HEADERS = (
-    "setting", "inputs", "classes", "examples", "VS-ML (per seed)", "online SGD", "online Adam",
-)  # fmt: skip
+def median_range(median: float, low: float, high: float) -> str:
+    """A timing as ``median (min-max)``.
 
-
-def vsml_rows(result: dict[str, Any]) -> list[list[str]]:
-    """Rows of the VS-ML table from a gathered ``vsml/generalisation.json``: per learner,
-    digits accuracy over the last 10 of 50 examples (mean +- std over seeds, each seed),
-    over the first 10, Omniglot's, and the meta-training wall time per seed."""
-    rows = []
-    for r in result.get("learners", {}).values():
-        if "digits_last10_per_seed" not in r:  # a file of the format before the parts
-            continue
-        per_seed = [100 * a for a in r["digits_last10_per_seed"]]
-        spread = f" +- {np.std(per_seed):.1f}" if len(per_seed) > 1 else ""
-        walls = r["train_wall_s_per_seed"]
-        rows.append(
-            [
-                r["name"],
-                f"{np.mean(per_seed):.1f}{spread} %",
-                ", ".join(f"{a:.1f}" for a in per_seed),
-                f"{100 * r['digits_first10']:.1f} %",
-                f"{100 * r['omniglot_last10']:.1f} %",
-                f"{np.mean(walls) / 60:.1f} min" if max(walls) > 1 else "-",
-            ]
-        )
-    return rows
-
-
-VSML_LONG_HEADERS = ("learner", "digits, first 10 of 50", "digits, last 10 of 50")
-
-
-def vsml_long_rows(result: dict[str, Any]) -> list[list[str]]:
-    """Rows of the long-run table from ``vsml/long.json``: VS-ML by ES against tuned SGD, Adam."""
-    steps, minutes = result["config"]["steps"], result["train_wall_s"] / 60
-    rows = [[f"VS-ML, ES from scratch, {steps} steps ({minutes:.0f} min)", "vsml"]]
-    rows += [["online SGD (tuned lr)", "sgd"], ["online Adam (tuned lr)", "adam"]]
-    return [
-        [
-            name,
-            f"{100 * result[f'{key}_digits_first10']:.1f} %",
-            f"{100 * result[f'{key}_digits_last10']:.1f} %",
-        ]
-        for name, key in rows
-    ]
-
-
-def vsml_invariance_rows(result: dict[str, Any]) -> list[list[str]]:
-    """Rows of the invariance table from ``vsml/invariance.json`` (last 10 examples)."""
-    rows = []
-    for name, r in result["settings"].items():
-        seeds = ", ".join(f"{100 * a:.1f}" for a in r["VS-ML"]["last10_per_seed"])
-        rows.append(
-            [
-                name,
-                str(r["n_in"]),
-                str(r["way"]),
-                str(r["length"]),
-                f"{100 * r['VS-ML']['last10']:.1f} % ({seeds})",
-                f"{100 * r['SGD']['last10']:.1f} %",
-                f"{100 * r['Adam']['last10']:.1f} %",
-            ]
-        )
-    return rows
+    Example:
+      >>> median_range(0.2, 0.1, 0.3)
+      '0.2 (0.1-0.3)'
+    """
+    return f"{median} ({low}-{high})"

@@ -1,7 +1,9 @@
-"""What pip installs: every subpackage, and the committed results as package data."""
+"""What pip installs: every subpackage, and the result files the chapters read as package data."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,21 +26,119 @@ def test_every_subpackage_is_listed_in_pyproject():
     assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"
 
 
+# The result files each chapter reads when it runs (through esmeta_core.resources), so a
+# chapter opened from an installed package finds them. The wheel ships these and no other
+# file of results/.
+_RUN = ("config.json", "eval.json", "metrics.jsonl", "summary.json")
+CHAPTER_READS = {
+    "03_protonet_backprop": [f"protonet/backprop-5w5s/{f}" for f in _RUN],
+    "04_es_protonet": [
+        *(f"protonet/{run}/{f}" for run in ("main", "long", "es-5w5s") for f in _RUN),
+        *(
+            f"protonet/main-before-issue-17/{f}"
+            for f in ("config.json", "metrics.jsonl", "summary.json")
+        ),
+        *(
+            f"protonet/{run}/{f}"
+            for run in ("long-18500steps", "long-conv4-32", "long-pop64")
+            for f in ("config.json", "eval.json", "metrics.jsonl", "summary.json")
+        ),
+        *(
+            f"protonet/long-sep32-lr1e-2/{f}"
+            for f in ("config.json", "metrics.jsonl", "summary.json")
+        ),
+        *(
+            f"protonet/{run}/{f}"
+            for run in ("main-zscore-lr6e-3/main-seeds/s0", "long-conv4-32")
+            for f in ("es_plateau.json", "es_plateau_at_init.json")
+        ),
+        "protonet/ablations.json",
+        "protonet/capacity.json",
+        "protonet/capacity-2000steps/capacity.json",
+        "protonet/main_seeds.json",
+        *(
+            f"protonet/{r}/main_seeds.json"
+            for r in ("main-2400steps", "main-lr6e-3", "main-zscore-lr6e-3")
+        ),
+    ],
+    "06_tpu_meta_training": [
+        "protonet/population_sweep.json",
+        "protonet/scaling.json",
+        "protonet/capacity.json",
+    ],
+    "07_memory_and_throughput": [
+        f"benchmarks/{name}.json"
+        for name in ("conv4_forward", "es_efficiency", "memory_vs_backprop", "vs_evosax")
+    ],
+    "08_evograd": [
+        "benchmarks/evograd_scaling.json",
+        "evograd/toy_1d.json",
+        "evograd/rotation.json",
+        "evograd/mwn.json",
+        "evograd/fwt-tseng-init/fwt.json",
+    ],
+    "09_vsml": ["vsml/generalisation.json", "vsml/invariance.json", "vsml/long.json"],
+}
+SHIPPED = {f for files in CHAPTER_READS.values() for f in files}
+
+
+def _package_data() -> list[str]:
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    return setuptools["package-data"]["esmeta_core.results"]
+
+
+def test_package_data_lists_the_files_the_chapters_read_and_no_other():
+    listed = _package_data()
+    assert len(listed) == len(set(listed)), "a result file is listed twice"
+    assert set(listed) == SHIPPED, {
+        "missing": sorted(SHIPPED - set(listed)),
+        "not read by a chapter": sorted(set(listed) - SHIPPED),
+    }
+    missing = [f for f in listed if not (ROOT / "results" / f).is_file()]
+    assert not missing, f"listed in pyproject.toml but not under results/: {missing}"
+
+
+def test_every_result_file_a_chapter_names_in_its_code_is_shipped():
+    """Paths in the chapters' code cells (load_result, result_path, results_dir() / ...)."""
+    pattern = re.compile(
+        r"(?:load_result|result_path)\(f?\"([^\"]+)\"\)|results_dir\(\) / \"([^\"]+)\""
+    )
+    for chapter in CHAPTER_READS:
+        text = (ROOT / "notebooks" / f"{chapter}.md").read_text()
+        code = "\n".join(re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", text, re.S))
+        for match in pattern.finditer(code):
+            path = match.group(1) or match.group(2)
+            if "{" in path:  # an f-string: its expansions are listed by hand above
+                continue
+            assert path in SHIPPED or any(f.startswith(path + "/") for f in SHIPPED), (
+                f"{chapter} reads results/{path}: add it to CHAPTER_READS and pyproject.toml"
+            )
+
+
+def test_shipped_results_are_small():
+    total = sum((ROOT / "results" / f).stat().st_size for f in SHIPPED)
+    assert total < 1.5e6, f"the shipped result files take {total / 1e6:.2f} MB"
+
+
 @pytest.mark.slow
-def test_wheel_ships_the_committed_results(tmp_path):
+def test_wheel_ships_exactly_the_chapters_result_files(tmp_path):
+    # Built from a copy: an in-tree build reuses a stale build/ folder of an earlier build.
+    source = tmp_path / "source"
+    for name in ("esmeta_core", "results"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [ROOT / "pyproject.toml", ROOT / "README.md", *ROOT.glob("LICENSE*")]:
+        shutil.copy(path, source / path.name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation"]
+        + ["-q", "-w", str(tmp_path)],
         check=True,
         capture_output=True,
     )
     (wheel,) = tmp_path.glob("*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    committed = {
-        "esmeta_core/results/" + p.relative_to(ROOT / "results").as_posix()
-        for p in (ROOT / "results").rglob("*")
-        if p.suffix in (".json", ".png") and "checkpoint" not in p.name
-    }
-    assert committed and committed <= names, sorted(committed - names)[:5]
+    prefix = "esmeta_core/results/"
+    names = {n[len(prefix) :] for n in zipfile.ZipFile(wheel).namelist() if n.startswith(prefix)}
+    assert names - {"__init__.py"} == SHIPPED, sorted(names ^ SHIPPED)[:5]
+    assert wheel.stat().st_size < 1.5e6, f"the wheel is {wheel.stat().st_size / 1e6:.2f} MB"
 
 
 def test_environment_yml_lists_the_core_dev_and_tfds_requirements():

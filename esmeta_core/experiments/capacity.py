@@ -108,3 +108,25 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         command=report.experiment_command("capacity", config, out_dir),
         wall_s=round(time.perf_counter() - wall0, 1),
     )
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The capacity table from a ``capacity.json``: parameters, accuracy (95 % CI) and wall
+    time per width; a "first layer" column when the file has first-layer widths."""
+    from esmeta_core import report
+
+    rows, first = result["rows"], any("first_width" in r for r in result["rows"])
+    headers = ["width", *(["first layer"] if first else []), "parameters"]
+    return f"{result['config']['steps']} training steps.\n\n" + report.table(
+        [*headers, "5w5s accuracy", "train min"],
+        [
+            [
+                f"{r['width']} separable" if r.get("separable") else r["width"],
+                *([r.get("first_width") or r["width"]] if first else []),
+                f"{r['num_params']:,}",
+                report.pm(r["accuracy"], r["ci95"]),
+                f"{r['train_wall_s'] / 60:.1f}",
+            ]
+            for r in rows
+        ],
+    )

@@ -179,3 +179,21 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         ),
         wall_s=round(time.perf_counter() - wall0, 1),
     )
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The ablations table from ``ablations.json``: per row its changes to the baseline, the
+    accuracy of each seed, and their mean +- sample standard deviation."""
+    from esmeta_core import report
+
+    rows = [
+        [
+            r["row"],
+            ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "-",
+            ", ".join(f"{100 * s['accuracy']:.2f}" for s in r["seeds"]),
+            report.pm(r["mean"], r["std"]),
+        ]
+        for r in result["rows"]
+    ]
+    lead = f"{result['steps']} steps, two seeds per row.\n\n"
+    return lead + report.table(["row", "changes", "accuracy per seed", "mean +- std"], rows)

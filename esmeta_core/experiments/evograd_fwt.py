@@ -499,3 +499,21 @@ def plot(result: dict[str, Any], out: str | Path | None = None):
     if out is not None:
         fig.savefig(out, dpi=120)
     return fig
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The FWT table from a ``fwt.json``: per method, test accuracy on each target (mean over
+    seeds +- their population standard deviation) and the time of one hypergradient."""
+    targets = list(result["rows"][0]["test"])
+    rows = [
+        [
+            r["method"],
+            *(
+                report.pm(r["test"][t]["accuracy"], r["test"][t]["seed_std"], digits=1)
+                for t in targets
+            ),
+            "-" if r["hypergradient_s"] is None else f"{1000 * r['hypergradient_s']:.0f}",
+        ]
+        for r in result["rows"]
+    ]
+    return report.table(["method", *targets, "hypergradient ms"], rows)

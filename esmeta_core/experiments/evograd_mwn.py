@@ -457,3 +457,18 @@ def plot_weight_maps(
     if out is not None:
         fig.savefig(out, dpi=120)
     return fig
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The Meta-Weight-Net table from ``mwn.json``: test accuracy per (noise, method), mean
+    +- population standard deviation over seeds, then each seed."""
+    rows = [
+        [
+            r["noise"],
+            r["method"],
+            report.pm(r["test_accuracy_mean"], r["test_accuracy_std"], digits=1) + " %",
+            " / ".join(f"{100 * run['test_accuracy']:.1f}" for run in r.get("runs", [])),
+        ]
+        for r in result["rows"]
+    ]
+    return report.table(["noise", "method", "test accuracy (mean +- std)", "per seed"], rows)

@@ -142,3 +142,17 @@ def plot(result: dict[str, Any], out: str | Path | None = None):
     if out is not None:
         fig.savefig(out, dpi=120)
     return fig
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The rotation table from ``rotation.json``: final angle and test accuracy per way of
+    training, mean +- population standard deviation over seeds."""
+    rows = [
+        [
+            k,
+            report.pm(s["final_angle_mean"], s["final_angle_std"], digits=1, scale=1),
+            report.pm(s["test_accuracy_mean"], s["test_accuracy_std"], digits=1) + " %",
+        ]
+        for k, s in result["summary"].items()
+    ]
+    return report.table(["training", "final angle", "test accuracy"], rows)

@@ -7,7 +7,7 @@ their mean and their sample standard deviation.
 
   esmeta experiment main-seeds --out results/protonet   # writes .../main_seeds.json
 
-Each seed's run lives in ``<out_dir>/main_seeds/s<seed>/`` and is not trained again once
+Each seed's run lives in ``<out_dir>/main-seeds/s<seed>/`` and is not trained again once
 finished.
 """
 
@@ -52,7 +52,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     wall0 = time.perf_counter()
     per_seed = []
     for seed in config.seeds:
-        workdir = out_dir / "main_seeds" / f"s{seed}"
+        workdir = out_dir / "main-seeds" / f"s{seed}"
         if (workdir / "summary.json").exists():
             summary = report.load_json(workdir / "summary.json")
         else:
@@ -78,3 +78,15 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         command=report.experiment_command("main-seeds", config, out_dir),
         wall_s=round(time.perf_counter() - wall0, 1),
     )
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The seeds table from ``main_seeds.json``: accuracy (95 % CI) and wall time per seed,
+    then mean +- sample standard deviation over seeds."""
+    from esmeta_core import report
+
+    rows = [
+        [r["seed"], report.pm(r["accuracy"], r["ci95"]), r["train_wall_s"]] for r in result["seeds"]
+    ]
+    rows.append(["mean +- std", report.pm(result["mean"], result["std"]), ""])
+    return report.table(["seed", "5w5s accuracy", "train wall time (s)"], rows)

@@ -67,3 +67,18 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         command=report.experiment_command("population-sweep", config, out_dir),
         wall_s=time.perf_counter() - start,
     )
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The sweep's table from ``population_sweep.json``: accuracy and wall time per population."""
+    rows = [
+        [
+            r["population"],
+            r["steps"],
+            report.pm(r["accuracy"], r["ci95"]),
+            f"{r['train_wall_s'] / 60:.1f}",
+        ]
+        for r in result["rows"]
+    ]
+    budget = f"Budget: {result['budget']}.\n\n"
+    return budget + report.table(["population", "steps", "5w5s accuracy", "train min"], rows)

@@ -30,7 +30,7 @@ import numpy as np
 class Config:
     """Inputs of the fit and the TPU estimate (assumptions named as such)."""
 
-    results: tuple[str, ...] = ("results/protonet", "results/tuning")
+    results: tuple[str, ...] = ("results/protonet", "results/archive/tuning")
     target: float = 0.984
     # TPU v5e: 197 TFLOP/s bf16 peak per chip (Google Cloud's published figure). f32
     # convolutions are assumed to run as 3 bf16 passes, at an assumed 30 % utilisation
@@ -150,4 +150,30 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         config=config,
         command=report.experiment_command("scaling", config, out_dir),
         wall_s=time.perf_counter() - wall0,
+    )
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The scaling table from ``scaling.json``: each ES run's member evaluations and 5w5s
+    accuracy, then the fitted power law ``1 - accuracy = a * evaluations**(-b)``."""
+    from esmeta_core import report
+
+    rows = [
+        [
+            f"`{p['run']}`",
+            f"{p['width']} separable" if p.get("separable") else p["width"],
+            p["population"],
+            p["steps"],
+            f"{p['member_evaluations']:,}",
+            f"{100 * p['accuracy']:.2f}",
+            "yes" if p["new_options"] else "no",
+        ]
+        for p in result["points"]
+    ]
+    headers = ["run", "width", "population", "steps", "member evaluations", "5w5s %", "new options"]
+    fit = result["fit"]
+    return report.table(headers, rows) + (
+        f"\n\nFit ({fit['model']}): a = {fit['a']:.3f}, b = {fit['b']:.4f}; "
+        f"{100 * fit['target']:.1f} % needs about {fit['evaluations_for_target']:.2e} "
+        "member evaluations (an extrapolation)."
     )

@@ -70,5 +70,17 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The README's long-run table from ``long.json`` (``report.vsml_long_rows``)."""
-    return report.table(report.VSML_LONG_HEADERS, report.vsml_long_rows(result))
+    """The long-run table from ``long.json``: VS-ML by ES against tuned online SGD and Adam,
+    digits accuracy over the first and the last 10 of 50 examples."""
+    steps, minutes = result["config"]["steps"], result["train_wall_s"] / 60
+    learners = [(f"VS-ML, ES from scratch, {steps} steps ({minutes:.0f} min)", "vsml")]
+    learners += [("online SGD (tuned lr)", "sgd"), ("online Adam (tuned lr)", "adam")]
+    rows = [
+        [
+            name,
+            f"{100 * result[f'{key}_digits_first10']:.1f} %",
+            f"{100 * result[f'{key}_digits_last10']:.1f} %",
+        ]
+        for name, key in learners
+    ]
+    return report.table(("learner", "digits, first 10 of 50", "digits, last 10 of 50"), rows)

@@ -17,7 +17,7 @@ At a run's last checkpoint this measures, on the training split:
 - a backprop continuation: ``--backprop-steps`` Adam steps of plain backprop from the
   ES parameters, then the test accuracy (is there headroom near the ES endpoint?).
 
-  python scripts/diagnostics/es_plateau.py results/protonet/main-zscore-lr6e-3/main_seeds/s0
+  python scripts/diagnostics/es_plateau.py results/protonet/main-zscore-lr6e-3/main-seeds/s0
 
 Writes ``es_plateau.json`` into the workdir and prints it (``--at-init``: the same
 measurements at the run's initial parameters, ``es_plateau_at_init.json``).
