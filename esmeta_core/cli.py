@@ -116,10 +116,19 @@ def _tuple_type(element: FieldType) -> FieldType:
     return FieldType(parse, f"{element.metavar},...")
 
 
-def _union_type(members: tuple[Any, ...]) -> FieldType:
-    """The first member whose parser takes the text; ``none`` (or ``null``) for ``None``."""
-    optional = type(None) in members
-    kinds = [field_type(m) for m in members if m is not type(None)]
+def _union_type(members: tuple[Any, ...], *, optional: bool) -> FieldType:
+    """The first member whose parser takes the text; ``none`` (or ``null``) for ``None``.
+
+    Members the command line cannot spell (a callable, say) are left out.
+    """
+    kinds = []
+    for member in members:
+        try:
+            kinds.append(field_type(member))
+        except TypeError:
+            continue
+    if not kinds:
+        raise TypeError(f"no command-line form for any of {members!r}")
     metavar = "|".join([k.metavar for k in kinds] + (["none"] if optional else []))
 
     def parse(text: str) -> Any:
@@ -147,7 +156,9 @@ def field_type(annotation: Any) -> FieldType:
     if origin is tuple and args:
         return _tuple_type(field_type(args[0]))
     if origin in (typing.Union, types.UnionType):
-        return _union_type(args)
+        return _union_type(
+            tuple(a for a in args if a is not type(None)), optional=type(None) in args
+        )
     raise TypeError(f"no command-line form for the type {annotation!r}")
 
 

@@ -12,11 +12,15 @@ import dataclasses
 import importlib.metadata
 import json
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from esmeta_core import cli, configs
-from esmeta_core.configs import PRESETS, TrainConfig
+from esmeta_core.configs import PRESETS, RESUMABLE, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # reST markup that must not reach a terminal: roles, literals, directives.
 MARKUP = re.compile(r"``|:(func|class|mod|data|meth|attr|math|obj|ref):`|^\s*\.\. \w+::", re.M)
@@ -245,6 +249,7 @@ def test_one_type_mapper_reads_every_field_type():
         assert cli.parse_bool(true) is True and cli.parse_bool(false) is False
     with pytest.raises(argparse.ArgumentTypeError, match="expected true or false"):
         cli.parse_bool("maybe")
+    assert cli.field_type(str | Callable).parse("rank") == "rank"  # a callable is left out
     with pytest.raises(TypeError, match="no command-line form"):
         cli.field_type(dict[str, int])
 
@@ -258,3 +263,15 @@ def test_help_text_with_a_percent_sign_is_printed_as_is(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         cli.experiment_config(Percent, ["--help"], "x")
     assert "30 % of the peak. Default 0.3." in capsys.readouterr().out
+
+
+def test_the_cli_guide_names_every_preset_experiment_and_resumable_field():
+    guide = (ROOT / "docs" / "cli.md").read_text()
+    for name in [*PRESETS, *cli.EXPERIMENTS]:
+        assert f"| `{name}` |" in guide, name
+    resume = guide.split("## Resume")[1].split("##")[0]
+    for name in RESUMABLE:
+        assert f"`{name}`" in resume, name
+    for command in ("esmeta train", "esmeta eval", "esmeta config", "esmeta experiment"):
+        assert f"**`{command}" in guide, command
+    assert "esmeta --version" in guide
