@@ -162,10 +162,19 @@ def field_type(annotation: Any) -> FieldType:
     raise TypeError(f"no command-line form for the type {annotation!r}")
 
 
+def field_default(field: dataclasses.Field) -> Any:
+    """A field's default (from its factory, if it has one); ``MISSING`` if it has none."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
 def show_value(value: Any) -> str:
     """A value as the command line spells it: ``none``, ``true``, ``8,16``."""
     if value is None:
         return "none"
+    if value is dataclasses.MISSING:
+        return "required"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, tuple):
@@ -286,7 +295,7 @@ def add_field_flags(
     docs = field_docs(config_class)
     for field in dataclasses.fields(config_class):
         kind = field_type(hints[field.name])
-        note = notes(field) if notes else f"Default {show_value(field.default)}."
+        note = notes(field) if notes else f"Default {show_value(field_default(field))}."
         text = f"{_describe(field.name, docs)} {note}".strip()
         parser.add_argument(
             f"--{field.name.replace('_', '-')}",
@@ -300,12 +309,14 @@ def add_field_flags(
 
 def _train_field_note(field: dataclasses.Field) -> str:
     """``Must be ...; default X (main preset: Y).`` for a TrainConfig field."""
-    note = f"default {show_value(field.default)}"
-    preset = getattr(PRESETS.get(DEFAULT_PRESET), field.name, field.default)
-    if preset != field.default:
+    default = field_default(field)
+    note = f"default {show_value(default)}"
+    preset = getattr(PRESETS.get(DEFAULT_PRESET), field.name, default)
+    if preset != default:
         note += f" ({DEFAULT_PRESET} preset: {show_value(preset)})"
     allowed = allowed_values(field.name)
-    return f"{allowed[0].upper()}{allowed[1:]}; {note}." if allowed else f"{note.capitalize()}."
+    text = f"{allowed}; {note}." if allowed else f"{note}."
+    return text[0].upper() + text[1:]
 
 
 def experiment_config(config_class: type, argv: list[str], prog: str) -> Any:
@@ -454,7 +465,7 @@ def _add_config_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_experiment_flags(
-    parser: argparse.ArgumentParser, name: str = "NAME", config_class: type | None = None
+    parser: argparse.ArgumentParser, *, name: str = "NAME", config_class: type | None = None
 ) -> None:
     """``--out``, then ``config_class``'s fields (if given), then the process flags."""
     parser.add_argument(
@@ -524,7 +535,7 @@ def experiment_parser(name: str) -> argparse.ArgumentParser:
         description="\n\n".join(p for p in parts if p),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_experiment_flags(parser, name, module.Config)
+    _add_experiment_flags(parser, name=name, config_class=module.Config)
     return parser
 
 

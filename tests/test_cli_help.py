@@ -63,11 +63,11 @@ def test_train_help_shows_every_trainconfig_field_with_its_default(esmeta):
     printed = " ".join(out.split())
     for field in dataclasses.fields(TrainConfig):
         action = actions[field.name]
-        assert f"default {cli.show_value(field.default)}" in action.help, field.name
+        assert f"default {cli.show_value(cli.field_default(field))}" in action.help, field.name
         shown = f"{_flag(field.name)} {action.metavar} {action.help.replace('%%', '%')}"
         assert shown in printed, field.name
         main = getattr(PRESETS["main"], field.name)
-        if main != field.default:
+        if main != cli.field_default(field):
             assert f"main preset: {cli.show_value(main)}" in action.help, field.name
 
 
@@ -164,7 +164,8 @@ def test_experiment_help_lists_its_settings_with_defaults(esmeta, name):
     actions = _actions(cli.experiment_parser(name))
     for field in dataclasses.fields(module.Config):
         action = actions[field.name]
-        assert action.help.endswith(f"Default {cli.show_value(field.default)}."), field.name
+        default = cli.show_value(cli.field_default(field))
+        assert action.help.endswith(f"Default {default}."), field.name
         shown = f"{_flag(field.name)} {action.metavar} {action.help.replace('%%', '%')}"
         assert shown in printed, field.name
 
@@ -220,6 +221,7 @@ class _Settings:
     budget: int | None = None
     chunk: int | str = "auto"
     scales: tuple[float, ...] = ()
+    names: tuple[str, ...] = dataclasses.field(default_factory=lambda: ("a", "b"))
 
 
 def test_field_descriptions_come_from_the_attributes_section_and_comments():
@@ -234,6 +236,21 @@ def test_field_descriptions_come_from_the_attributes_section_and_comments():
     }
 
 
+def test_each_flags_help_is_its_description_and_default():
+    parser = argparse.ArgumentParser()
+    cli.add_field_flags(parser, _Settings)
+    helps = {a.dest: a.help for a in parser._actions}
+    assert helps["seeds"] == "how many seeds. Default 3."
+    assert helps["names"] == "Default a,b."  # from the default factory
+    assert helps["scales"] == "Default ''."
+    assert helps["budget"] == "a comment above. Default none."
+    assert [a.metavar for a in parser._actions if a.dest in ("copies", "budget", "chunk")] == [
+        "INT,...",
+        "INT|none",
+        "INT|STR",
+    ]
+
+
 def test_one_type_mapper_reads_every_field_type():
     config = cli.experiment_config(
         _Settings,
@@ -245,6 +262,7 @@ def test_one_type_mapper_reads_every_field_type():
     assert cli.experiment_config(_Settings, ["--budget", "None"], "x").budget is None
     assert cli.experiment_config(_Settings, ["--chunk", "auto"], "x").chunk == "auto"
     assert cli.experiment_config(_Settings, [], "x") == _Settings()
+    assert cli.experiment_config(_Settings, ["--names", "c"], "x").names == ("c",)
     for true, false in [("true", "false"), ("Yes", "No"), ("on", "off"), ("1", "0")]:
         assert cli.parse_bool(true) is True and cli.parse_bool(false) is False
     with pytest.raises(argparse.ArgumentTypeError, match="expected true or false"):
