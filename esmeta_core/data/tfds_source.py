@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from esmeta_core.data import alphabets
-from esmeta_core.data.omniglot import (
+from esmeta_core.data.raw import (
     IMAGES_PER_CHARACTER,
     MIN_BACKGROUND_FRACTION,
     RAW_SIZE,
@@ -128,8 +128,29 @@ def read_tfds(
     tfds = import_tfds()
     if data_dir is None:
         data_dir = os.environ.get(TFDS_DATA_DIR_ENV)
+    datasets, info = _load(tfds, data_dir=data_dir, download=download, splits=splits)
+    alphabet_names = info.features["alphabet"].names
+    by_id: dict[int, list[np.ndarray]] = {}
+    for dataset in datasets:
+        for batch in tfds.as_numpy(dataset.batch(batch_size)):
+            _add_batch(by_id, batch, alphabet_names)
+    if not by_id:
+        raise DataNotFoundError(f"tfds omniglot splits {list(splits)} hold no images.")
+    file_ids = np.array(sorted(by_id), np.int64)
+    out = np.stack([_character(by_id[int(file_id)], int(file_id)) for file_id in file_ids])
+    background = float(out.mean())
+    if not MIN_BACKGROUND_FRACTION <= background < 1.0:  # the files source's check
+        raise DataCorruptError(
+            f"tfds omniglot images are {background:.0%} background; Omniglot drawings are "
+            "about 92 % background (white), so these are blank or inverted."
+        )
+    return out, file_ids
+
+
+def _load(tfds, *, data_dir: str | os.PathLike | None, download: bool, splits: Sequence[str]):
+    """``tfds.load`` of ``splits`` with the data set's info; DataNotFoundError if it fails."""
     try:
-        datasets, info = tfds.load(
+        return tfds.load(
             TFDS_NAME,
             split=list(splits),
             data_dir=None if data_dir is None else os.fspath(data_dir),
@@ -145,35 +166,28 @@ def read_tfds(
             "Run once with internet access, or use the files source with an offline copy: "
             "unset ESMETA_DATA_SOURCE and set ESMETA_DATA_DIR."
         ) from e
-    alphabet_names = info.features["alphabet"].names
-    by_id: dict[int, list[np.ndarray]] = {}
-    for dataset in datasets:
-        for batch in tfds.as_numpy(dataset.batch(batch_size)):
-            images = batch["image"]  # u8[b, 105, 105, 3]
-            if images.shape[1:3] != (RAW_SIZE, RAW_SIZE):
-                raise DataCorruptError(f"tfds omniglot image shape {images.shape[1:]}.")
-            background = images[..., 0] >= 128  # bool[b, 105, 105]
-            rows = zip(batch["label"], batch["alphabet"], batch["alphabet_char_id"], strict=True)
-            for k, (label, alphabet, char_id) in enumerate(rows):
-                file_id = int(label) + 1
-                _validate_identity(file_id, alphabet_names[int(alphabet)], int(char_id))
-                by_id.setdefault(file_id, []).append(background[k])
-    if not by_id:
-        raise DataNotFoundError(f"tfds omniglot splits {list(splits)} hold no images.")
-    file_ids = np.array(sorted(by_id), np.int64)
-    out = np.empty((len(file_ids), IMAGES_PER_CHARACTER, RAW_SIZE, RAW_SIZE), bool)
-    for i, file_id in enumerate(file_ids):
-        drawings = by_id[int(file_id)]
-        if len(drawings) != IMAGES_PER_CHARACTER:
-            raise DataCorruptError(
-                f"tfds omniglot has {len(drawings)} drawings of character {file_id:04d}, "
-                f"expected {IMAGES_PER_CHARACTER}."
-            )
-        out[i] = canonical_order(np.stack(drawings))
-    background = float(out.mean())
-    if not MIN_BACKGROUND_FRACTION <= background < 1.0:  # the files source's check
+
+
+def _add_batch(
+    by_id: dict[int, list[np.ndarray]], batch: dict[str, np.ndarray], alphabet_names: Sequence[str]
+) -> None:
+    """Appends each image of one tfds batch, as bool[105, 105] background, to its file id."""
+    images = batch["image"]  # u8[b, 105, 105, 3]
+    if images.shape[1:3] != (RAW_SIZE, RAW_SIZE):
+        raise DataCorruptError(f"tfds omniglot image shape {images.shape[1:]}.")
+    background = images[..., 0] >= 128  # bool[b, 105, 105]
+    rows = zip(batch["label"], batch["alphabet"], batch["alphabet_char_id"], strict=True)
+    for k, (label, alphabet, char_id) in enumerate(rows):
+        file_id = int(label) + 1
+        _validate_identity(file_id, alphabet_names[int(alphabet)], int(char_id))
+        by_id.setdefault(file_id, []).append(background[k])
+
+
+def _character(drawings: list[np.ndarray], file_id: int) -> np.ndarray:
+    """bool[20, 105, 105]: one character's drawings in :func:`canonical_order`."""
+    if len(drawings) != IMAGES_PER_CHARACTER:
         raise DataCorruptError(
-            f"tfds omniglot images are {background:.0%} background; Omniglot drawings are "
-            "about 92 % background (white), so these are blank or inverted."
+            f"tfds omniglot has {len(drawings)} drawings of character {file_id:04d}, "
+            f"expected {IMAGES_PER_CHARACTER}."
         )
-    return out, file_ids
+    return canonical_order(np.stack(drawings))
