@@ -85,7 +85,9 @@ def _import_call_name(node: ast.Call) -> str | None:
     """The literal module name of ``importlib.import_module("x")`` / ``__import__("x")``.
 
     For an f-string, the constant text before the first field, up to its last dot
-    (``f"esmeta_core.experiments.{name}"`` reaches ``esmeta_core.experiments``).
+    (``f"esmeta_core.experiments.{name}"`` reaches ``esmeta_core.experiments``). A
+    relative name (``import_module(".x", package="p")``) is resolved against a literal
+    ``package``, and left starting with ``.`` without one.
     """
     func = node.func
     called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
@@ -93,7 +95,13 @@ def _import_call_name(node: ast.Call) -> str | None:
         return None
     arg = node.args[0]
     if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-        return arg.value
+        name = arg.value
+        package = next((k.value for k in node.keywords if k.arg == "package"), None)
+        if name.startswith(".") and isinstance(package, ast.Constant):
+            dots = len(name) - len(name.lstrip("."))
+            base = package.value.split(".")
+            return ".".join([*base[: len(base) - (dots - 1)], name[dots:]])
+        return name
     if isinstance(arg, ast.JoinedStr) and arg.values:
         first = arg.values[0]
         if isinstance(first, ast.Constant) and isinstance(first.value, str):
@@ -115,8 +123,9 @@ def imports_of(path: Path, root: Path = ROOT) -> list[Import]:
                 sub = f"{base}.{a.name}"
                 found.append(Import(sub if is_module(sub, root) else base, node.lineno, how))
         elif isinstance(node, ast.Call) and (target := _import_call_name(node)):
-            found.append(Import(target, node.lineno, "importlib"))
-    return [i for i in found if i.module.split(".")[0] in CHECKED]
+            relative = target.startswith(".") or any(k.arg == "package" for k in node.keywords)
+            found.append(Import(target, node.lineno, "relative" if relative else "importlib"))
+    return [i for i in found if i.how == "relative" or i.module.split(".")[0] in CHECKED]
 
 
 def problems(path: Path, root: Path = ROOT) -> list[str]:
@@ -221,7 +230,11 @@ BROKEN_TREE = {
         "train = importlib.import_module('esmeta_core.train')\n"
         "cli = __import__('esmeta_core.cli')\n"
     ),
-    "esmeta_core/optim.py": "import importlib\nm = importlib.import_module(f'esmeta_core.{1}')\n",
+    "esmeta_core/optim.py": (
+        "import importlib\n"
+        "m = importlib.import_module(f'esmeta_core.{1}')\n"
+        "t = importlib.import_module('.train', package='esmeta_core')\n"
+    ),
     # allowed: what must not be reported
     "esmeta_core/nets.py": "import importlib\nfrom esmeta_core import es\nimport numpy\n",
     "esmeta_core/train.py": "",
@@ -249,7 +262,10 @@ def test_the_checker_reports_each_broken_rule(broken_tree):
     evograd = found("esmeta_core/evograd.py")
     assert "esmeta_core.train (training) by importlib" in evograd
     assert "esmeta_core.cli (entry) by importlib" in evograd
-    assert "imports esmeta_core (entry) by importlib" in found("esmeta_core/optim.py")
+    optim = found("esmeta_core/optim.py")
+    assert "imports esmeta_core (entry) by importlib" in optim
+    assert "relative import of esmeta_core.train" in optim
+    assert "esmeta_core.train (training) by relative" in optim
     assert found("esmeta_core/nets.py") == ""  # allowed imports are not reported
     assert found("esmeta_core/data/a.py") == found("esmeta_core/data/b.py") == ""
     assert import_cycles(broken_tree) == [["esmeta_core.data.a", "esmeta_core.data.b"]]
