@@ -29,10 +29,7 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -125,38 +122,19 @@ def worker(args: argparse.Namespace) -> None:
         print("RESULT " + json.dumps(out), flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_setting(processes: int, devices: int, args: argparse.Namespace, *, hlo: bool) -> dict:
     """Runs one (processes, devices each) setting in fresh processes; returns process 0's JSON."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)
-    port = _free_port()
-    common = [sys.executable, "-m", "benchmarks.multihost_scaling", "--worker"]
+    from esmeta_core.distributed import free_port, launch, wait_all
+
+    port = free_port()
+    common = ["-m", "benchmarks.multihost_scaling", "--worker"]
     common += ["--devices", str(devices), "--num-processes", str(processes), "--port", str(port)]
     common += ["--repeats", str(args.repeats), "--steps", str(args.steps)]
     common += ["--width", str(args.width), "--population", str(args.population)]
     common += ["--hlo"] if hlo else []
-    procs = [
-        subprocess.Popen(
-            [*common, "--process-id", str(rank)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in range(processes)
-    ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    for p, text in zip(procs, outputs, strict=True):
-        if p.returncode != 0:
-            raise RuntimeError(f"worker failed ({p.returncode}):\n{text[-3000:]}")
-    line = next(x for x in outputs[0].splitlines() if x.startswith("RESULT "))
+    procs = [launch([*common, "--process-id", rank], cwd=ROOT) for rank in range(processes)]
+    out, _ = wait_all(procs, timeout=600)[0]  # LaunchError (with the output) if one fails
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
     return json.loads(line[len("RESULT ") :])
 
 

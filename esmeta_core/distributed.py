@@ -13,12 +13,20 @@ before any other JAX call. The order (the first that applies wins):
 After :func:`start`, :func:`esmeta_core.sharding.population_mesh` spans every
 device of every process; CPU collectives use gloo. See the README section
 "More than one host" for launch commands.
+
+:func:`launch`, :func:`wait_all` and :func:`free_port` start local Python
+processes (the processes of a run joined over 127.0.0.1, or any worker that needs a
+fresh JAX) for the tests and the benchmarks.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 ENV = {
@@ -27,6 +35,7 @@ ENV = {
     "process_id": "ESMETA_PROCESS_ID",
 }
 SINGLE = "single"  # Cluster.source of a one-process run
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # the folder esmeta_core is imported from
 
 
 class Cluster(NamedTuple):
@@ -145,3 +154,88 @@ def is_main_process() -> bool:
     import jax
 
     return jax.process_index() == 0
+
+
+class LaunchError(RuntimeError):
+    """A process started by :func:`launch` exited with a non-zero status."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a local run's coordinator)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_environment(
+    *, devices: int | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """This process's environment for a local child process.
+
+    ``PYTHONPATH`` is the folder this ``esmeta_core`` is imported from (so the child
+    imports the same code), no ``ESMETA_*`` cluster settings are passed on (the child
+    is told how to join by its arguments), and ``XLA_FLAGS`` simulates ``devices`` CPU
+    devices (``None``: unset, JAX's default). ``env`` is applied last.
+    """
+    out = dict(os.environ, PYTHONPATH=str(PACKAGE_PARENT))
+    out.pop("XLA_FLAGS", None)
+    for name in ENV.values():
+        out.pop(name, None)
+    if devices is not None:
+        out["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    out.update(env or {})
+    return out
+
+
+def launch(
+    args: Sequence[str | os.PathLike | int],
+    *,
+    devices: int | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+    merge_stderr: bool = True,
+) -> subprocess.Popen:
+    """Starts ``python ARGS`` (this interpreter) in :func:`child_environment`.
+
+    Its output is piped as text: ``stdout`` only, with stderr merged into it
+    (``merge_stderr``), or both. Wait for it with :func:`wait_all`.
+    """
+    return subprocess.Popen(
+        [sys.executable, *map(str, args)],
+        cwd=cwd,
+        env=child_environment(devices=devices, env=env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_all(
+    procs: Sequence[subprocess.Popen], *, timeout: float | None
+) -> list[tuple[str, str | None]]:
+    """Waits for each process in turn (``timeout`` seconds each); returns its (stdout, stderr).
+
+    Raises:
+      LaunchError: a process exited non-zero (the message ends with its output).
+      TimeoutError: a process was still running after ``timeout`` seconds.
+
+    Every process still running when this returns or raises is killed, so a failed
+    run leaves none behind.
+    """
+    outputs = []
+    try:
+        for rank, proc in enumerate(procs):
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(f"process {rank} did not finish within {timeout} s") from None
+            outputs.append((out, err))
+            if proc.returncode != 0:
+                tail = (out or "")[-3000:] + (f"\n{err[-3000:]}" if err else "")
+                raise LaunchError(f"process {rank} exited with {proc.returncode}:\n{tail}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return outputs

@@ -181,43 +181,65 @@ def evograd_hypergradient(
     validate_evograd(copies, sigma, temperature, noise)
     _validate_float_pytree("lam", lam)
     theta = lax.stop_gradient(theta)
-    ks = jnp.arange(copies)
-    if materialise:  # eps: every leaf gains a leading [K] axis; the maps vmap over it
-        stacked = jax.vmap(lambda k: copy_noise(key, k, theta, noise=noise))(ks)
-        over_copies, xs, eps = jax.vmap, stacked, lambda e: e
-    else:  # copy k's noise is regenerated from (key, k) wherever it is needed
-        over_copies = lambda f: lambda ks: lax.map(f, ks)
-        xs, eps = ks, lambda k: copy_noise(key, k, theta, noise=noise)
+    c = _copies(key, theta, copies=copies, noise=noise, materialise=materialise)
 
     def train_losses(lam):
         def one(x):
-            theta_k = jax.tree.map(lambda t, e: t + sigma * e, theta, eps(x))
+            theta_k = jax.tree.map(lambda t, e: t + sigma * e, theta, c.eps(x))
             return train_loss(theta_k, lam, train_batch)
 
-        return over_copies(one)(xs)  # f32[K]
+        return c.over(one)(c.xs)  # f32[K]
 
     losses, pullback = jax.vjp(train_losses, lam)
     weights = jax.nn.softmax(-losses / temperature)  # f32[K]
-
-    if materialise:
-        mean_eps = jax.tree.map(lambda e: jnp.tensordot(weights, e, axes=1), stacked)
-    else:
-
-        def add_copy(acc, k):
-            return jax.tree.map(lambda a, e: a + weights[k] * e, acc, eps(k)), None
-
-        mean_eps, _ = lax.scan(add_copy, jax.tree.map(jnp.zeros_like, theta), ks)
-    theta_star = jax.tree.map(lambda t, e: t + sigma * e, theta, mean_eps)
+    theta_star = jax.tree.map(lambda t, e: t + sigma * e, theta, _weighted_noise(c, weights, theta))
     loss, g_val = jax.value_and_grad(val_loss)(theta_star, val_batch)
 
     def along_noise(x):  # sigma <grad L_val(theta*), eps_k>
-        leaves = jax.tree.leaves(jax.tree.map(jnp.vdot, g_val, eps(x)))
+        leaves = jax.tree.leaves(jax.tree.map(jnp.vdot, g_val, c.eps(x)))
         return sigma * sum(leaves)
 
-    d_weights = over_copies(along_noise)(xs)  # f32[K], dL_val/dw_k up to a common constant
+    d_weights = c.over(along_noise)(c.xs)  # f32[K], dL_val/dw_k up to a common constant
     d_losses = -(weights / temperature) * (d_weights - jnp.dot(weights, d_weights))
     (hypergrad,) = pullback(d_losses.astype(losses.dtype))
     return hypergrad, EvoGradAux(weights, losses, loss)
+
+
+class _Copies(NamedTuple):
+    """How :func:`evograd_hypergradient` reaches the ``K`` copies' noise.
+
+    ``over(f)(xs)`` maps ``f`` over the copies (``f32[K]`` out) and ``eps(x)`` is the
+    noise of the copy ``x`` stands for. Materialised: ``xs`` is the stacked noise
+    (every leaf ``[K, ...]``), ``over`` is ``vmap``. Otherwise ``xs`` is ``arange(K)``,
+    ``over`` is ``lax.map`` and ``eps`` regenerates copy ``k``'s noise from ``(key, k)``.
+    """
+
+    over: Callable[[Callable[[Any], jax.Array]], Callable[[Any], jax.Array]]
+    xs: Any
+    eps: Callable[[Any], Any]
+    materialised: bool
+
+
+def _copies(key: jax.Array, theta: Any, *, copies: int, noise: str, materialise: bool) -> _Copies:
+    ks = jnp.arange(copies)
+    if materialise:  # eps: every leaf gains a leading [K] axis; the maps vmap over it
+        stacked = jax.vmap(lambda k: copy_noise(key, k, theta, noise=noise))(ks)
+        return _Copies(jax.vmap, stacked, lambda e: e, True)
+    # copy k's noise is regenerated from (key, k) wherever it is needed
+    over = lambda f: lambda ks: lax.map(f, ks)
+    return _Copies(over, ks, lambda k: copy_noise(key, k, theta, noise=noise), False)
+
+
+def _weighted_noise(c: _Copies, weights: jax.Array, theta: Any) -> Any:
+    """``sum_k w_k eps_k``, shaped like ``theta`` (accumulated copy by copy unless materialised)."""
+    if c.materialised:
+        return jax.tree.map(lambda e: jnp.tensordot(weights, e, axes=1), c.xs)
+
+    def add_copy(acc, k):
+        return jax.tree.map(lambda a, e: a + weights[k] * e, acc, c.eps(k)), None
+
+    mean_eps, _ = lax.scan(add_copy, jax.tree.map(jnp.zeros_like, theta), c.xs)
+    return mean_eps
 
 
 def unrolled_hypergradient(

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from esmeta_core.plotting import save_figure
+
 
 def git_commit() -> str:
     """The repository's ``HEAD`` commit, or ``"unknown"`` outside a git checkout."""
@@ -263,10 +265,7 @@ def plot_learning_curve(workdirs: dict[str, str | Path], out: str | Path | None 
     ax_loss.set(xlabel="step", ylabel="training episode loss", yscale="log")
     ax_acc.set(xlabel="step", ylabel="training episode accuracy")
     ax_acc.legend()
-    fig.tight_layout()
-    if out is not None:
-        fig.savefig(out, dpi=120)
-    return fig
+    return save_figure(fig, out)
 
 
 def summary_line(summary: dict[str, Any]) -> str:

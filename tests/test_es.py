@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +15,8 @@ import numpy as np
 import pytest
 
 from esmeta_core import es, sharding
+from esmeta_core.distributed import free_port as _free_port
+from esmeta_core.distributed import launch, wait_all
 from esmeta_core.profiling import compiled_memory
 
 WORKER = Path(__file__).with_name("es_worker.py")
@@ -144,34 +144,12 @@ def test_temporary_memory_does_not_grow_with_population():
 
 
 def _run(args, timeout):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    env.pop("XLA_FLAGS", None)
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), *map(str, args)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return launch([WORKER, *args])
 
 
 def _finish(procs, timeout):
     """Waits for every process; kills all and fails if one dies or hangs."""
-    outputs = []
-    try:
-        for p in procs:
-            out, _ = p.communicate(timeout=timeout)
-            outputs.append(out)
-            if p.returncode != 0:
-                pytest.fail(f"worker exited with {p.returncode}:\n{out[-3000:]}")
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"a worker did not finish within {timeout} s")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return outputs
+    return [out for out, _ in wait_all(procs, timeout=timeout)]
 
 
 @pytest.fixture(scope="module")
@@ -191,12 +169,6 @@ def test_same_gradient_on_1_2_4_8_devices(eight_device_grads, devices, scheme):
         np.testing.assert_allclose(
             eight_device_grads[f"{devices}/{scheme}/{name}"], value, rtol=1e-5, atol=1e-6
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_same_gradient_on_2_processes_with_2_devices_each(eight_device_grads, tmp_path):
@@ -334,18 +306,7 @@ print("done", rank, flush=True)
 def test_a_live_peer_that_finishes_later_is_waited_for_at_exit():
     # The short failure bounds must not break ordinary runs whose processes end apart.
     port, late = _free_port(), sharding.HEARTBEAT_TIMEOUT_S + 5
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    env.pop("XLA_FLAGS", None)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _SLOW_EXIT, str(rank), str(port), str(late)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in range(2)
-    ]
+    procs = [launch(["-c", _SLOW_EXIT, rank, port, late]) for rank in range(2)]
     _finish(procs, 180)
 
 

@@ -8,9 +8,7 @@ real Omniglot.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 
 from esmeta_core import checkpoint, distributed, protonet, sharding, train
 from esmeta_core.checkpoint import TrainState
+from esmeta_core.distributed import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = dict(coordinator="10.0.0.1:1234", num_processes=4, process_id=2)
@@ -131,45 +130,18 @@ STEPS = 20
 TIMEOUT_S = 600  # a loaded 2-core CI machine compiles slowly; normally ~1-2 min
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _esmeta(args, *, devices: int, rank: int | None = None, port: int = 0, nproc: int = 2):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env.setdefault("ESMETA_DATA_DIR", str(ROOT.parent / "shared" / "data" / "omniglot"))
-    for name in distributed.ENV.values():
-        env.pop(name, None)
-    cmd = [sys.executable, "-m", "esmeta_core.cli", *map(str, args)]
+    data_dir = str(ROOT.parent / "shared" / "data" / "omniglot")
+    env = {} if "ESMETA_DATA_DIR" in os.environ else {"ESMETA_DATA_DIR": data_dir}
+    cmd = ["-m", "esmeta_core.cli", *args]
     if rank is not None:
         cmd += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", nproc]
         cmd += ["--process-id", rank]
-    return subprocess.Popen(
-        [str(c) for c in cmd],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return distributed.launch(cmd, devices=devices, env=env, cwd=ROOT, merge_stderr=False)
 
 
 def _wait(procs, timeout=TIMEOUT_S):
-    outs = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=timeout)
-            outs.append((out, err))
-            assert p.returncode == 0, f"exit {p.returncode}:\n{out[-2000:]}\n{err[-3000:]}"
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return outs
+    return distributed.wait_all(procs, timeout=timeout)
 
 
 def _train(workdir, *, processes: int, devices: int, steps: int = STEPS, extra=()):

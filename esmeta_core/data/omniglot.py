@@ -36,6 +36,14 @@ import numpy as np
 
 from esmeta_core.data import alphabets
 from esmeta_core.data.download import DownloadError, fetch, sha256_of
+from esmeta_core.data.raw import (  # noqa: F401 (re-exported: part of this module's API)
+    IMAGES_PER_CHARACTER,
+    MIN_BACKGROUND_FRACTION,
+    RAW_SIZE,
+    TFDS_DATA_DIR_ENV,
+    DataCorruptError,
+    DataNotFoundError,
+)
 
 DATA_DIR_ENV = "ESMETA_DATA_DIR"
 CACHE_DIR_ENV = "ESMETA_CACHE_DIR"
@@ -43,7 +51,6 @@ ARCHIVE_URL_ENV = "ESMETA_OMNIGLOT_URL"
 SPLITS_URL_ENV = "ESMETA_SPLITS_URL"
 SOURCE_ENV = "ESMETA_DATA_SOURCE"
 SOURCES = ("files", "tfds")  # the first is the default
-TFDS_DATA_DIR_ENV = "TFDS_DATA_DIR"  # tensorflow-datasets' own variable
 DEFAULT_ARCHIVE_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
 DEFAULT_SPLITS_URL = (
     "https://raw.githubusercontent.com/jakesnell/prototypical-networks/master/"
@@ -81,8 +88,6 @@ VINYALS_SPLITS = tuple(SPLIT_SHA256)
 ALPHABET_SPLITS = ("background", "evaluation")
 SPLITS = VINYALS_SPLITS + ALPHABET_SPLITS
 PARTS = ("background", "evaluation")  # the two halves of the original data
-IMAGES_PER_CHARACTER = 20
-RAW_SIZE = 105
 ROTATIONS = (0, 90, 180, 270)
 # Characters per split (Vinyals' lists; the original background / evaluation halves) and
 # classes per split (each rotation of a character is a class). The data tests check them
@@ -96,14 +101,6 @@ SPLIT_CHARACTERS = {
     "evaluation": 659,
 }
 SPLIT_CLASSES = {split: len(ROTATIONS) * n for split, n in SPLIT_CHARACTERS.items()}
-
-
-class DataNotFoundError(FileNotFoundError):
-    """Omniglot is not where the project looked, and could not be downloaded."""
-
-
-class DataCorruptError(ValueError):
-    """An Omniglot file exists but cannot be read or has the wrong contents."""
 
 
 class OmniglotSplit(NamedTuple):
@@ -238,7 +235,6 @@ MAX_PNG_BYTES = 1 << 16  # an original 105x105 1-bit PNG is under 1 KiB
 # every PNG of the two original archives, plus as many folder entries
 MAX_ZIP_MEMBERS = 2 * alphabets.NUM_CHARACTERS * IMAGES_PER_CHARACTER
 NPZ_HEADER_SLACK = 1 << 12  # the .npy header before the array data
-MIN_BACKGROUND_FRACTION = 0.5  # real drawings are about 92 % background
 
 
 def _corrupt(path: Path, what: str) -> DataCorruptError:

@@ -36,15 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from esmeta_core.data import alphabets
-from esmeta_core.data.omniglot import (
-    IMAGES_PER_CHARACTER,
-    MIN_BACKGROUND_FRACTION,
-    RAW_SIZE,
-    TFDS_DATA_DIR_ENV,
-    DataCorruptError,
-    DataNotFoundError,
-)
+from esmeta_core.data import alphabets, raw
 
 TFDS_NAME = "omniglot"
 TFDS_SPLITS = ("train", "test")  # background, evaluation
@@ -87,7 +79,7 @@ def _validate_identity(file_id: int, alphabet: str, alphabet_char_id: int) -> No
     expected = alphabets.alphabet_of(file_id)
     character = file_id - alphabets.FIRST_ID[expected] + 1
     if (alphabet, alphabet_char_id + 1) != (expected, character):
-        raise DataCorruptError(
+        raise raw.DataCorruptError(
             f"tfds omniglot labels file id {file_id:04d} as {alphabet}/character"
             f"{alphabet_char_id + 1:02d}, but in the original archives it is {expected}/"
             f"character{character:02d}. This tfds version maps Omniglot differently; use "
@@ -127,9 +119,30 @@ def read_tfds(
     """
     tfds = import_tfds()
     if data_dir is None:
-        data_dir = os.environ.get(TFDS_DATA_DIR_ENV)
+        data_dir = os.environ.get(raw.TFDS_DATA_DIR_ENV)
+    datasets, info = _load(tfds, data_dir=data_dir, download=download, splits=splits)
+    alphabet_names = info.features["alphabet"].names
+    by_id: dict[int, list[np.ndarray]] = {}
+    for dataset in datasets:
+        for batch in tfds.as_numpy(dataset.batch(batch_size)):
+            _add_batch(by_id, batch, alphabet_names)
+    if not by_id:
+        raise raw.DataNotFoundError(f"tfds omniglot splits {list(splits)} hold no images.")
+    file_ids = np.array(sorted(by_id), np.int64)
+    out = np.stack([_character(by_id[int(file_id)], int(file_id)) for file_id in file_ids])
+    background = float(out.mean())
+    if not raw.MIN_BACKGROUND_FRACTION <= background < 1.0:  # the files source's check
+        raise raw.DataCorruptError(
+            f"tfds omniglot images are {background:.0%} background; Omniglot drawings are "
+            "about 92 % background (white), so these are blank or inverted."
+        )
+    return out, file_ids
+
+
+def _load(tfds, *, data_dir: str | os.PathLike | None, download: bool, splits: Sequence[str]):
+    """``tfds.load`` of ``splits`` with the data set's info; DataNotFoundError if it fails."""
     try:
-        datasets, info = tfds.load(
+        return tfds.load(
             TFDS_NAME,
             split=list(splits),
             data_dir=None if data_dir is None else os.fspath(data_dir),
@@ -138,42 +151,35 @@ def read_tfds(
             with_info=True,
         )
     except Exception as e:  # tfds raises many types (network, missing files, registry)
-        where = data_dir or f"tfds' default data dir (${TFDS_DATA_DIR_ENV} unset)"
-        raise DataNotFoundError(
+        where = data_dir or f"tfds' default data dir (${raw.TFDS_DATA_DIR_ENV} unset)"
+        raise raw.DataNotFoundError(
             f"tensorflow-datasets could not load {TFDS_NAME!r} from {where} "
             f"(download={download}): {type(e).__name__}: {e}\n"
             "Run once with internet access, or use the files source with an offline copy: "
             "unset ESMETA_DATA_SOURCE and set ESMETA_DATA_DIR."
         ) from e
-    alphabet_names = info.features["alphabet"].names
-    by_id: dict[int, list[np.ndarray]] = {}
-    for dataset in datasets:
-        for batch in tfds.as_numpy(dataset.batch(batch_size)):
-            images = batch["image"]  # u8[b, 105, 105, 3]
-            if images.shape[1:3] != (RAW_SIZE, RAW_SIZE):
-                raise DataCorruptError(f"tfds omniglot image shape {images.shape[1:]}.")
-            background = images[..., 0] >= 128  # bool[b, 105, 105]
-            rows = zip(batch["label"], batch["alphabet"], batch["alphabet_char_id"], strict=True)
-            for k, (label, alphabet, char_id) in enumerate(rows):
-                file_id = int(label) + 1
-                _validate_identity(file_id, alphabet_names[int(alphabet)], int(char_id))
-                by_id.setdefault(file_id, []).append(background[k])
-    if not by_id:
-        raise DataNotFoundError(f"tfds omniglot splits {list(splits)} hold no images.")
-    file_ids = np.array(sorted(by_id), np.int64)
-    out = np.empty((len(file_ids), IMAGES_PER_CHARACTER, RAW_SIZE, RAW_SIZE), bool)
-    for i, file_id in enumerate(file_ids):
-        drawings = by_id[int(file_id)]
-        if len(drawings) != IMAGES_PER_CHARACTER:
-            raise DataCorruptError(
-                f"tfds omniglot has {len(drawings)} drawings of character {file_id:04d}, "
-                f"expected {IMAGES_PER_CHARACTER}."
-            )
-        out[i] = canonical_order(np.stack(drawings))
-    background = float(out.mean())
-    if not MIN_BACKGROUND_FRACTION <= background < 1.0:  # the files source's check
-        raise DataCorruptError(
-            f"tfds omniglot images are {background:.0%} background; Omniglot drawings are "
-            "about 92 % background (white), so these are blank or inverted."
+
+
+def _add_batch(
+    by_id: dict[int, list[np.ndarray]], batch: dict[str, np.ndarray], alphabet_names: Sequence[str]
+) -> None:
+    """Appends each image of one tfds batch, as bool[105, 105] background, to its file id."""
+    images = batch["image"]  # u8[b, 105, 105, 3]
+    if images.shape[1:3] != (raw.RAW_SIZE, raw.RAW_SIZE):
+        raise raw.DataCorruptError(f"tfds omniglot image shape {images.shape[1:]}.")
+    background = images[..., 0] >= 128  # bool[b, 105, 105]
+    rows = zip(batch["label"], batch["alphabet"], batch["alphabet_char_id"], strict=True)
+    for k, (label, alphabet, char_id) in enumerate(rows):
+        file_id = int(label) + 1
+        _validate_identity(file_id, alphabet_names[int(alphabet)], int(char_id))
+        by_id.setdefault(file_id, []).append(background[k])
+
+
+def _character(drawings: list[np.ndarray], file_id: int) -> np.ndarray:
+    """bool[20, 105, 105]: one character's drawings in :func:`canonical_order`."""
+    if len(drawings) != raw.IMAGES_PER_CHARACTER:
+        raise raw.DataCorruptError(
+            f"tfds omniglot has {len(drawings)} drawings of character {file_id:04d}, "
+            f"expected {raw.IMAGES_PER_CHARACTER}."
         )
-    return out, file_ids
+    return canonical_order(np.stack(drawings))

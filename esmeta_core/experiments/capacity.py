@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from esmeta_core.configs import PRESETS
-from esmeta_core.train import train_and_evaluate
+from esmeta_core.experiments.sweep import train_or_reload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,15 +79,9 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     for width, separable, first_width in models:
         name = f"{'sep' if separable else 'w'}{width}"
         workdir = out_dir / "capacity" / (name + (f"-first{first_width}" if first_width else ""))
-        if (workdir / "summary.json").exists():
-            summary = report.load_json(workdir / "summary.json")
-        else:
-            summary = train_and_evaluate(
-                train_config(config, width, separable=separable, first_width=first_width),
-                workdir,
-                resume=workdir.exists(),
-                progress=False,
-            )
+        summary = train_or_reload(
+            train_config(config, width, separable=separable, first_width=first_width), workdir
+        )
         rows.append(
             {
                 "width": width,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from esmeta_core.configs import MAIN_BEFORE_ISSUE_17
-from esmeta_core.train import train_and_evaluate
+from esmeta_core.experiments.sweep import is_finished, train_or_reload
 
 # row name -> TrainConfig fields changed from ``configs.MAIN_BEFORE_ISSUE_17``.
 ROWS: dict[str, dict[str, Any]] = {
@@ -127,10 +127,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     wall0 = time.perf_counter()
 
     def finished(row: str) -> bool:
-        return all(
-            (out_dir / "ablations" / row / f"s{seed}" / "summary.json").exists()
-            for seed in config.seeds
-        )
+        return all(is_finished(out_dir / "ablations" / row / f"s{seed}") for seed in config.seeds)
 
     for row in config.rows:  # unknown rows fail before anything trains
         if row not in ROWS:
@@ -141,16 +138,9 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     for row in table:
         per_seed = []
         for seed in config.seeds:
-            workdir = out_dir / "ablations" / row / f"s{seed}"
-            if (workdir / "summary.json").exists():
-                summary = report.load_json(workdir / "summary.json")
-            else:
-                summary = train_and_evaluate(
-                    train_config(config, row, seed),
-                    workdir,
-                    resume=workdir.exists(),
-                    progress=False,
-                )
+            summary = train_or_reload(
+                train_config(config, row, seed), out_dir / "ablations" / row / f"s{seed}"
+            )
             result = summary["eval"]["5w5s"]
             per_seed.append({"seed": seed, **result, "train_wall_s": summary["train_wall_s"]})
             print(row, per_seed[-1], flush=True)

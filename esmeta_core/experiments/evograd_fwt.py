@@ -81,6 +81,7 @@ from esmeta_core.evograd import (
     run_bilevel,
     unrolled_hypergradient,
 )
+from esmeta_core.plotting import save_figure
 
 METHODS = ("none", "fixed", "evograd", "second_order")
 TARGETS = ("omniglot-test", "digits")
@@ -495,10 +496,7 @@ def plot(result: dict[str, Any], out: str | Path | None = None):
     bx.set(xlabel="layer", ylabel="softplus(theta), channel mean", title="Learned FWT spreads")
     if bx.lines:
         bx.legend(fontsize=6)
-    fig.tight_layout()
-    if out is not None:
-        fig.savefig(out, dpi=120)
-    return fig
+    return save_figure(fig, out)
 
 
 def markdown_table(result: dict[str, Any]) -> str:

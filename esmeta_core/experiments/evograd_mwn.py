@@ -69,6 +69,7 @@ from esmeta_core.evograd import (
     unrolled_hypergradient,
 )
 from esmeta_core.nets import cross_entropy, init_mlp, mlp, mwn_example_weights
+from esmeta_core.plotting import save_figure
 
 NOISE_KINDS = ("uniform", "flip", "flip2")
 WEIGHT_NET_READS = ("unperturbed", "per-copy")
@@ -453,10 +454,7 @@ def plot_weight_maps(
     ax.set(xlabel="example loss", ylabel="weight-net output (before normalising)",
            title=f"Learned weight maps, {noise} noise")  # fmt: skip
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    if out is not None:
-        fig.savefig(out, dpi=120)
-    return fig
+    return save_figure(fig, out)
 
 
 def markdown_table(result: dict[str, Any]) -> str:

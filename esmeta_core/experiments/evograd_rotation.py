@@ -24,6 +24,7 @@ from esmeta_core import report
 from esmeta_core.data.digits import load_digits
 from esmeta_core.evograd import BilevelState, make_bilevel_step, run_bilevel
 from esmeta_core.nets import accuracy, cross_entropy, init_mlp, mlp
+from esmeta_core.plotting import save_figure
 
 SHIFT_DEGREES = 30.0
 
@@ -138,10 +139,7 @@ def plot(result: dict[str, Any], out: str | Path | None = None):
     ax.axhline(result["shift_degrees"], color="k", ls="--", label="the shift (30 degrees)")
     ax.set(xlabel="step", ylabel="learned angle (degrees)", title="EvoGrad, one line per seed")
     ax.legend()
-    fig.tight_layout()
-    if out is not None:
-        fig.savefig(out, dpi=120)
-    return fig
+    return save_figure(fig, out)
 
 
 def markdown_table(result: dict[str, Any]) -> str:

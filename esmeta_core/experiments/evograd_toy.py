@@ -22,6 +22,7 @@ import numpy as np
 
 from esmeta_core import report
 from esmeta_core.evograd import evograd_hypergradient
+from esmeta_core.plotting import save_figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +183,4 @@ def plot(result: dict[str, Any], out: str | Path | None = None):
     ax_traj.axhline(1.0, color="k", ls="--", lw=1, label="optimum")
     ax_traj.set(xlabel="step", ylabel="lambda", title="hypergradient descent (K=10)")
     ax_traj.legend(fontsize=8)
-    fig.tight_layout()
-    if out is not None:
-        fig.savefig(out, dpi=120)
-    return fig
+    return save_figure(fig, out)

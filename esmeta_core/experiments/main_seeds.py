@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from esmeta_core.configs import PRESETS
-from esmeta_core.train import train_and_evaluate
+from esmeta_core.experiments.sweep import train_or_reload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +52,8 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     wall0 = time.perf_counter()
     per_seed = []
     for seed in config.seeds:
-        workdir = out_dir / "main-seeds" / f"s{seed}"
-        if (workdir / "summary.json").exists():
-            summary = report.load_json(workdir / "summary.json")
-        else:
-            train_config = dataclasses.replace(preset_config(config), seed=seed)
-            summary = train_and_evaluate(
-                train_config, workdir, resume=workdir.exists(), progress=False
-            )
+        train_config = dataclasses.replace(preset_config(config), seed=seed)
+        summary = train_or_reload(train_config, out_dir / "main-seeds" / f"s{seed}")
         per_seed.append(
             {"seed": seed, **summary["eval"]["5w5s"], "train_wall_s": summary["train_wall_s"]}
         )

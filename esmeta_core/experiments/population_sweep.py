@@ -16,8 +16,8 @@ from typing import Any
 
 from esmeta_core import report
 from esmeta_core.configs import MAIN_BEFORE_ISSUE_17
+from esmeta_core.experiments.sweep import train_or_reload
 from esmeta_core.report import write_result
-from esmeta_core.train import train_and_evaluate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,8 @@ class Config:
 def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     """Trains one ``main``-preset run per population into ``out_dir/sweep/N<population>``.
 
-    Writes ``out_dir/population_sweep.json``; an interrupted sweep resumes its runs.
+    Writes ``out_dir/population_sweep.json``; run again, it reloads the finished runs
+    and resumes an interrupted one.
     """
     out_dir = Path(out_dir)
     start = time.perf_counter()
@@ -45,8 +46,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
             eval_episodes=config.eval_episodes,
             checkpoint_every=max(1, config.budget // population),
         )
-        workdir = out_dir / "sweep" / f"N{population}"
-        summary = train_and_evaluate(train_config, workdir, resume=workdir.exists(), progress=False)
+        summary = train_or_reload(train_config, out_dir / "sweep" / f"N{population}")
         rows.append(
             {
                 "population": population,

@@ -59,6 +59,7 @@ from tqdm import tqdm
 from esmeta_core import es, nets, report, sharding, vsml
 from esmeta_core.data import tasks
 from esmeta_core.data.tasks import LENGTH, N_IN, WAY, Pool
+from esmeta_core.plotting import save_figure
 
 # (params, key, x f32[T, n_in], y i32[T]) -> scalar loss of one task
 TaskLoss = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
@@ -660,10 +661,7 @@ def plot(results: dict[str, Any], out: str | Path | None = None) -> Any:
     ax_meta.set(xlabel="meta-training step", ylabel="digits accuracy, last 10 of 50", ylim=(0, 1))
     ax_meta.axhline(1 / WAY, color="grey", lw=0.8)
     ax_meta.legend(fontsize=7)
-    fig.tight_layout()
-    if out is not None:
-        fig.savefig(out, dpi=120)
-    return fig
+    return save_figure(fig, out)
 
 
 VSML_HEADERS = (
