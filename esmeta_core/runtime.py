@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -214,6 +215,47 @@ def install_notes(info: RuntimeInfo) -> list[str]:
       ['optax 0.2.3 is older than optax>=0.2.4: upgrading it']
     """
     return _plan(info)[1]
+
+
+# Import names whose distribution is named otherwise (``import PIL``: ``pip install pillow``).
+MODULE_DISTRIBUTIONS = {
+    "PIL": "pillow",
+    "orbax": "orbax-checkpoint",
+    "sklearn": "scikit-learn",
+    "tensorflow_datasets": "tensorflow-datasets",
+}
+
+
+def install_command(module: str, requirements: tuple[str, ...] | None = None) -> str:
+    """The pip command that installs the package behind ``import module``, at esmeta's floor.
+
+    ``requirements``: esmeta_core's, extras included (default: the installed metadata's).
+    A core dependency is installed at its floor, an extra's through the extra.
+
+    Example:
+      >>> install_command("orbax.checkpoint", ("orbax-checkpoint>=0.11.0",))
+      "pip install 'orbax-checkpoint>=0.11.0'"
+      >>> install_command("tensorflow_datasets", ('tensorflow-datasets>=4.9.6; extra == "tfds"',))
+      "pip install 'esmeta_core[tfds]'"
+      >>> install_command("einops", ())
+      'pip install einops'
+    """
+    top = module.partition(".")[0]
+    name = canonicalize_name(MODULE_DISTRIBUTIONS.get(top, top))
+    if requirements is None:
+        try:
+            requirements = tuple(importlib.metadata.requires(DISTRIBUTION) or ())
+        except importlib.metadata.PackageNotFoundError:
+            requirements = ()
+    for text in requirements:
+        requirement = Requirement(text)
+        if canonicalize_name(requirement.name) != name:
+            continue
+        extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", str(requirement.marker or ""))
+        if extra:
+            return f"pip install '{DISTRIBUTION}[{extra.group(1)}]'"
+        return f"pip install '{requirement.name}{requirement.specifier}'"
+    return f"pip install {name}"
 
 
 def device_report() -> dict[str, Any]:
