@@ -146,16 +146,40 @@ def test_wheel_ships_exactly_the_chapters_result_files(tmp_path):
     assert wheel.stat().st_size < 1.5e6, f"the wheel is {wheel.stat().st_size / 1e6:.2f} MB"
 
 
-def test_environment_yml_lists_the_core_dev_and_tfds_requirements():
+def _by_name(requirements) -> dict[str, str]:
+    """``{"jax": ">=0.7.0", ...}``: each requirement's name and its specifier and marker."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    parsed = [Requirement(r) for r in requirements]
+    names = [canonicalize_name(r.name) for r in parsed]
+    assert len(set(names)) == len(names), f"a package is listed twice: {names}"
+    return {n: f"{r.specifier}; {r.marker or ''}" for n, r in zip(names, parsed, strict=True)}
+
+
+def test_environment_yml_has_the_core_and_dev_floors_and_no_tensorflow():
+    """environment.yml and pyproject.toml name the same packages with the same floors;
+    the base environment forces no TensorFlow (the tfds extra is added with pip)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = project["optional-dependencies"]
-    wanted = {*project["dependencies"], *extras["dev"], *extras["tfds"], "-e ."}
-    listed = {
+    text = (ROOT / "environment.yml").read_text()
+    pip = [
         line.strip()[len("- ") :].strip('"')
-        for line in (ROOT / "environment.yml").read_text().splitlines()
+        for line in text.splitlines()
         if line.startswith("      - ")
+    ]
+    assert "-e ." in pip, "environment.yml installs esmeta_core itself"
+    listed = _by_name(r for r in pip if r != "-e .")
+    wanted = _by_name([*project["dependencies"], *project["optional-dependencies"]["dev"]])
+    assert listed == wanted, {
+        "pyproject.toml only": sorted(set(wanted.items()) - set(listed.items())),
+        "environment.yml only": sorted(set(listed.items()) - set(wanted.items())),
     }
-    assert listed == wanted
+    assert not any(name.startswith("tensorflow") for name in listed)
+    python = re.search(r"^  - python=([\d.]+)$", text, re.M).group(1)
+    floor = re.fullmatch(r">=(\d+)\.(\d+)", project["requires-python"]).groups()
+    assert tuple(map(int, python.split("."))) >= tuple(map(int, floor)), (
+        f"environment.yml's python={python} is below requires-python"
+    )
 
 
 def test_shipped_digits_equal_scikit_learns():
