@@ -112,6 +112,15 @@ def _floor(requirement: Requirement) -> str:
     return floors[0] if len(floors) == 1 else str(requirement.specifier)
 
 
+def _mismatch(requirement: Requirement, version: str) -> str:
+    """``"is older than optax>=0.2.4: upgrading it"``, or ``"does not satisfy ..."``."""
+    if any(
+        s.operator in (">", ">=") and not s.contains(version, True) for s in requirement.specifier
+    ):
+        return f"is older than {requirement}: upgrading it"
+    return f"does not satisfy {requirement}: installing {requirement}"
+
+
 def _jax_too_old(info: RuntimeInfo, requirement: Requirement, version: str) -> RuntimeTooOld:
     extra = JAX_FOR_ACCELERATOR[info.accelerator]
     return RuntimeTooOld(
@@ -144,7 +153,7 @@ def _plan(info: RuntimeInfo) -> tuple[list[list[str]], list[str]]:
             notes.append(f"{requirement.name} is missing: installing {text}")
         elif not _satisfied(requirement, version):
             packages.append(text)
-            notes.append(f"{requirement.name} {version} is older than {text}: upgrading it")
+            notes.append(f"{requirement.name} {version} {_mismatch(requirement, version)}")
     if not packages and (jax is None or "jax" in installed):
         return [], []
     if "jax" not in installed:
