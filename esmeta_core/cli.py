@@ -684,11 +684,34 @@ def _run_command(args: argparse.Namespace, rest: list[str], command: str) -> int
     return 0
 
 
+def _import_error_line(error: ImportError) -> str:
+    """``esmeta: error:`` and what is missing, with the pip command that installs it."""
+    message = " ".join(str(error).split())
+    if "pip install" in message or not error.name:  # the message names the command already
+        return f"esmeta: error: {message}"
+    from esmeta_core import runtime
+
+    return f"esmeta: error: {message}; install it with: {runtime.install_command(error.name)}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``esmeta ARGS``: 0 done, 2 bad input, 3 training diverged, 130 interrupted."""
+    """``esmeta ARGS``: 0 done, 2 bad input or a missing package, 3 diverged, 130 interrupted."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    try:
+        return _dispatch(parser, args, rest, argv)
+    except ImportError as e:  # installed with --no-deps, or an extra's package
+        if (e.name or "").partition(".")[0] == "esmeta_core":
+            raise  # a bug in esmeta itself: keep the traceback
+        print(_import_error_line(e), file=sys.stderr)
+        return 2
+
+
+def _dispatch(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str], argv: list[str]
+) -> int:
+    """The help of an experiment, or the processes and the command (see :func:`main`)."""
     if args.command == "experiment":
         if args.help:
             return _experiment_help(args)

@@ -6,6 +6,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
 if [ ! -x "$VENV/bin/python" ]; then
+  # requires-python in pyproject.toml: jax>=0.7.0 has no wheels for Python 3.10
+  if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "[esmeta] error: esmeta needs Python 3.11 or newer; $PYTHON is" \
+      "$("$PYTHON" -V 2>/dev/null || echo 'not found'): run again with PYTHON=/path/to/python3.11 (or newer)" >&2
+    return 1 2>/dev/null || exit 1
+  fi
   echo "[esmeta] creating $VENV" >&2
   "$PYTHON" -m venv "$VENV"
 fi

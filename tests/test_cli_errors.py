@@ -249,3 +249,39 @@ def test_diverging_training_exits_non_zero_without_a_summary(tmp_path, omniglot_
     assert result.returncode == 3
     _assert_clean_failure(result, "training stopped", "last good checkpoint")
     assert not (workdir / "summary.json").exists()
+
+
+# A package missing after `pip install --no-deps` (as the notebooks install esmeta_core) or an
+# extra not installed: one `esmeta: error:` line with the pip command, exit status 2.
+
+
+def test_a_missing_dependency_is_one_line_with_the_install_command(esmeta, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optax", None)  # `import optax` now fails
+    monkeypatch.delitem(sys.modules, "esmeta_core.experiments.evograd_rotation", raising=False)
+    for args in (("experiment", "evograd-rotation", "--help"), ("experiment", "evograd-rotation")):
+        result = esmeta(*args)
+        assert result.returncode == 2, result
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("esmeta: error: ") and "optax" in line
+        assert "install it with: pip install 'optax>=" in line or line.endswith("pip install optax")
+
+
+def test_an_import_error_that_names_its_install_command_is_printed_as_is(esmeta, monkeypatch):
+    from esmeta_core.data import tfds_source
+
+    def config_needing_tfds(*_):
+        raise ImportError(tfds_source.INSTALL_HINT, name="tensorflow")
+
+    monkeypatch.setitem(cli.COMMANDS, "config", config_needing_tfds)
+    result = esmeta("config", "--preset", "smoke")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"esmeta: error: {tfds_source.INSTALL_HINT}"
+
+
+def test_an_import_error_inside_esmeta_keeps_its_traceback(esmeta, monkeypatch):
+    def broken(*_):
+        raise ModuleNotFoundError("No module named 'esmeta_core.gone'", name="esmeta_core.gone")
+
+    monkeypatch.setitem(cli.COMMANDS, "config", broken)
+    with pytest.raises(ModuleNotFoundError):
+        esmeta("config", "--preset", "smoke")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib.metadata
 import re
 import shutil
 import subprocess
@@ -9,6 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
@@ -138,16 +142,143 @@ def test_wheel_ships_exactly_the_chapters_result_files(tmp_path):
     prefix = "esmeta_core/results/"
     names = {n[len(prefix) :] for n in zipfile.ZipFile(wheel).namelist() if n.startswith(prefix)}
     assert names - {"__init__.py"} == SHIPPED, sorted(names ^ SHIPPED)[:5]
+    assert "esmeta_core/data/digits.npz" in zipfile.ZipFile(wheel).namelist()
     assert wheel.stat().st_size < 1.5e6, f"the wheel is {wheel.stat().st_size / 1e6:.2f} MB"
 
 
-def test_environment_yml_lists_the_core_dev_and_tfds_requirements():
+def _by_name(requirements) -> dict[str, str]:
+    """``{"jax": ">=0.7.0", ...}``: each requirement's name and its specifier and marker."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    parsed = [Requirement(r) for r in requirements]
+    names = [canonicalize_name(r.name) for r in parsed]
+    assert len(set(names)) == len(names), f"a package is listed twice: {names}"
+    return {n: f"{r.specifier}; {r.marker or ''}" for n, r in zip(names, parsed, strict=True)}
+
+
+def test_environment_yml_has_the_core_and_dev_floors_and_no_tensorflow():
+    """environment.yml and pyproject.toml name the same packages with the same floors;
+    the base environment forces no TensorFlow (the tfds extra is added with pip)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = project["optional-dependencies"]
-    wanted = {*project["dependencies"], *extras["dev"], *extras["tfds"], "-e ."}
-    listed = {
+    text = (ROOT / "environment.yml").read_text()
+    pip = [
         line.strip()[len("- ") :].strip('"')
-        for line in (ROOT / "environment.yml").read_text().splitlines()
+        for line in text.splitlines()
         if line.startswith("      - ")
+    ]
+    assert "-e ." in pip, "environment.yml installs esmeta_core itself"
+    listed = _by_name(r for r in pip if r != "-e .")
+    wanted = _by_name([*project["dependencies"], *project["optional-dependencies"]["dev"]])
+    assert listed == wanted, {
+        "pyproject.toml only": sorted(set(wanted.items()) - set(listed.items())),
+        "environment.yml only": sorted(set(listed.items()) - set(wanted.items())),
     }
-    assert listed == wanted
+    assert not any(name.startswith("tensorflow") for name in listed)
+    python = re.search(r"^  - python=([\d.]+)$", text, re.M).group(1)
+    floor = re.fullmatch(r">=(\d+)\.(\d+)", project["requires-python"]).groups()
+    assert tuple(map(int, python.split("."))) >= tuple(map(int, floor)), (
+        f"environment.yml's python={python} is below requires-python"
+    )
+
+
+def test_shipped_digits_equal_scikit_learns():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    from esmeta_core.data.digits import raw_digits
+
+    images, labels = raw_digits()
+    expected = sklearn_datasets.load_digits()
+    assert images.dtype == labels.dtype == np.uint8
+    np.testing.assert_array_equal(images, expected.images)
+    np.testing.assert_array_equal(labels, expected.target)
+
+
+def test_every_data_file_of_the_package_is_package_data():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = setuptools["package-data"].get("esmeta_core.data", [])
+    files = [
+        p.name
+        for p in (ROOT / "esmeta_core" / "data").iterdir()
+        if p.is_file() and p.suffix not in (".py", ".pyc")
+    ]
+    assert sorted(files) == sorted(listed), "list esmeta_core/data's files in package-data"
+
+
+_IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
+
+
+def _guarded_nodes(tree: ast.AST) -> set[int]:
+    """The ids of the nodes inside a ``try:`` body whose handlers catch ImportError."""
+    guarded = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        caught = set()
+        for handler in node.handlers:
+            types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+            caught |= {t.id for t in types if isinstance(t, ast.Name)}
+        if caught & _IMPORT_ERRORS:
+            guarded |= {id(n) for statement in node.body for n in ast.walk(statement)}
+    return guarded
+
+
+def _imported_modules(tree: ast.AST) -> list[tuple[str, ast.AST]]:
+    """Top-level names of ``import x``, ``from x import y`` and ``import_module("x")``."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module, node))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute | ast.Name)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            found.append((node.args[0].value, node))
+    return [(name.split(".")[0], node) for name, node in found]
+
+
+@functools.cache
+def _packages_distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def _distribution_names(module: str) -> set[str]:
+    """The distributions that install ``module`` (``PIL``: pillow), else the module's name."""
+    names = _packages_distributions().get(module) or [module]
+    return {re.sub(r"[-_.]+", "-", n).lower() for n in names}
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    return {
+        re.sub(r"[-_.]+", "-", re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0]).lower()
+        for r in requirements
+    }
+
+
+def test_every_core_import_is_declared():
+    """Each third-party import of esmeta_core is a declared dependency; an optional one
+    (inside ``try: ... except ImportError``, which turns it into a message naming what to
+    install) is declared in an extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    required = _requirement_names(project["dependencies"])
+    optional = _requirement_names(
+        [r for extra in project["optional-dependencies"].values() for r in extra]
+    )
+    undeclared = []
+    for path in sorted((ROOT / "esmeta_core").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        guarded = _guarded_nodes(tree)
+        for module, node in _imported_modules(tree):
+            if module in sys.stdlib_module_names or module == "esmeta_core":
+                continue
+            allowed = required | (optional if id(node) in guarded else set())
+            if not _distribution_names(module) & allowed:
+                where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                undeclared.append(f"{where} imports {module}")
+    assert not undeclared, "declare in pyproject.toml [project] dependencies: " + "; ".join(
+        undeclared
+    )

@@ -22,11 +22,47 @@ def test_nothing_is_installed_when_everything_is_importable():
 
 @pytest.mark.parametrize("accelerator", ["tpu", "gpu", "cpu"])
 def test_preinstalled_jax_is_pinned_never_replaced(accelerator):
-    installed = {"jax": "0.6.2", "tqdm": "4.67.0"}  # an older accelerator build of JAX
+    installed = {"jax": "0.7.1", "tqdm": "4.67.0"}  # an accelerator build of JAX, new enough
     (command,) = runtime.plan_install(runtime.RuntimeInfo(accelerator, installed, REQUIREMENTS))
-    assert "jax==0.6.2" in command
+    assert "jax==0.7.1" in command
     assert not any(c.startswith("jax[") or c.startswith("jax>") for c in command)
     assert {"flax>=0.10.0", "optax>=0.2.4"} <= set(command)
+
+
+@pytest.mark.parametrize("accelerator", ["tpu", "gpu"])
+def test_too_old_jax_on_an_accelerator_is_refused_in_one_line(accelerator):
+    info = runtime.RuntimeInfo(accelerator, {**ALL, "jax": "0.5.3"}, REQUIREMENTS)
+    with pytest.raises(runtime.RuntimeTooOld) as error:
+        runtime.plan_install(info)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("this runtime's JAX is 0.5.3, older than the 0.7.0 that esmeta needs")
+
+
+def test_too_old_jax_on_a_cpu_is_upgraded():
+    info = runtime.RuntimeInfo("cpu", {**ALL, "jax": "0.5.3"}, REQUIREMENTS)
+    assert runtime.plan_install(info) == [["-q", "jax>=0.7.0"]]
+    assert runtime.install_notes(info) == ["jax 0.5.3 is older than jax>=0.7.0: upgrading it"]
+
+
+def test_too_old_optax_is_upgraded_and_jax_kept():
+    info = runtime.RuntimeInfo("tpu", {**ALL, "optax": "0.2.3"}, REQUIREMENTS)
+    assert runtime.plan_install(info) == [["-q", "optax>=0.2.4", "jax==0.7.2"]]
+    assert runtime.install_notes(info) == ["optax 0.2.3 is older than optax>=0.2.4: upgrading it"]
+
+
+def test_pre_releases_names_and_markers_are_compared_as_pip_would():
+    installed = {"jax": "0.8.0.dev20251001", "Flax": "0.11.0", "optax": "0.2.5", "tqdm": "4.67.0"}
+    requirements = (*REQUIREMENTS, "tensorflow>=2.20; sys_platform == 'nowhere'")
+    assert runtime.plan_install(runtime.RuntimeInfo("tpu", installed, requirements)) == []
+
+
+def test_setup_refuses_a_too_old_accelerator_jax_before_installing(monkeypatch):
+    info = runtime.RuntimeInfo("tpu", {"jax": "0.5.3"}, REQUIREMENTS)
+    monkeypatch.setattr(runtime, "detect_runtime", lambda: info)
+    monkeypatch.setattr(runtime.subprocess, "run", pytest.fail)  # never reaches pip
+    with pytest.raises(runtime.RuntimeTooOld, match="older than the 0.7.0"):
+        runtime.setup(install=True, verbose=False)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +70,7 @@ def test_preinstalled_jax_is_pinned_never_replaced(accelerator):
 )
 def test_missing_jax_is_installed_for_the_runtime_accelerator(accelerator, jax):
     (command,) = runtime.plan_install(runtime.RuntimeInfo(accelerator, {}, REQUIREMENTS))
-    assert command[-1] == jax
+    assert command[-1] == f"{jax}>=0.7.0"
 
 
 def test_faked_tpu_runtime_is_detected_without_starting_jax(monkeypatch):
