@@ -1,4 +1,4 @@
-"""Copies code-cell sources from each MyST notebook into its paired .ipynb, keeping outputs.
+"""Copies cell sources and tags from each MyST notebook into its paired .ipynb, keeping outputs.
 
 For edits that leave the full-mode code path unchanged (for example a smaller quick-mode
 size): the committed outputs stay those of the full-mode run, so no re-execution is due.
@@ -24,8 +24,13 @@ def sync(md: Path) -> int:
         raise SystemExit(f"{md}: cells differ from {ipynb.name}; re-execute it instead")
     changed = 0
     for new, old in zip(source.cells, paired.cells, strict=True):
-        if new.source != old.source:
+        tags = new.metadata.get("tags")
+        if new.source != old.source or tags != old.metadata.get("tags"):
             old.source = new.source
+            if tags:
+                old.metadata["tags"] = tags
+            else:
+                old.metadata.pop("tags", None)
             changed += 1
     nbformat.write(paired, ipynb)
     return changed

@@ -73,29 +73,26 @@ def test_quick_mode_is_on_under_ci():
 
 @pytest.fixture(scope="module")
 def built_book(tmp_path_factory):
-    """The book built with ``-W -n`` (warnings are errors) and the local MathJax."""
+    """The book built by the README's command (scripts/build_book.sh, which fetches the
+    local MathJax) with ``-W -n`` (warnings are errors)."""
     out = tmp_path_factory.mktemp("book")
-    subprocess.run(
-        ["bash", str(ROOT / "scripts" / "build_book.sh"), "--mathjax-only"], check=True, cwd=ROOT
+    cmd = ["bash", str(ROOT / "scripts" / "build_book.sh")]
+    cmd += ["--path-output", str(out), "-W", "-n", "--keep-going"]
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, check=False, env=env
     )
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    cmd = [
-        str(jupyter_book),
-        "build",
-        str(ROOT),
-        "--config",
-        str(ROOT / "book" / "_config.yml"),
-        "--toc",
-        str(ROOT / "book" / "_toc.yml"),
-        "--path-output",
-        str(out),
-        "-W",
-        "-n",
-        "--keep-going",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return out / "_build" / "html"
+
+
+def test_readme_builds_the_book_with_the_ci_command():
+    """One build command: the README's is the one the tests and scripts/check_book.py run."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The book") :]
+    section = section[: section.index("\n## ", 1)]
+    assert "bash scripts/build_book.sh" in section
+    assert "jupyter-book build ." not in section
 
 
 def test_book_builds_without_warnings(built_book):
@@ -133,6 +130,20 @@ def test_rendered_book_has_no_math_errors_raw_tex_missing_images_or_broken_links
         capture_output=True,
         text=True,
         timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+def test_rendered_book_has_no_raw_tables_raw_tex_or_overflowing_lines(built_book):
+    """The static pass of scripts/check_book.py (no Chromium needed): raw ``|`` tables,
+    raw TeX delimiters, a missing MathJax and code or output lines wider than the column."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_book.py"), "--no-build", "--static"]
+        + ["--html", str(built_book)],
+        capture_output=True,
+        text=True,
+        timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
