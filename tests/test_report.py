@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
+import subprocess
 
 import pytest
 
@@ -26,6 +28,61 @@ def test_result_file_records_command_config_provenance_and_wall_time(tmp_path):
         written["provenance"]
     )
     assert not list(tmp_path.rglob("*.tmp"))
+    assert written["provenance"]["esmeta_version"] == importlib.metadata.version("esmeta_core")
+
+
+def _repo(root, pyproject_name):
+    """A git repository at ``root`` with a pyproject.toml naming ``pyproject_name``; its HEAD."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(f'[project]\nname = "{pyproject_name}"\n')
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], cwd=root, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+    )
+    return head.stdout.strip()
+
+
+def _package(folder):
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text("")
+    return folder
+
+
+def test_a_wheel_installed_in_a_venv_inside_a_user_repository_records_no_commit(tmp_path):
+    """The user's own commit says nothing about the esmeta code that ran."""
+    user_head = _repo(tmp_path / "user", "their-project")
+    installed = _package(tmp_path / "user/.venv/lib/python3.11/site-packages/esmeta_core")
+    assert len(user_head) == 40
+    assert report.own_checkout(installed) is None
+    assert report.git_commit(installed) is None
+
+
+def test_a_wheel_in_a_venv_inside_an_esmeta_clone_records_no_commit(tmp_path):
+    """Even a clone of esmeta: the code that ran is the installed copy, not the clone's."""
+    _package(tmp_path / "clone/esmeta_core")
+    _repo(tmp_path / "clone", "esmeta_core")
+    installed = _package(tmp_path / "clone/.venv/lib/python3.11/site-packages/esmeta_core")
+    assert report.git_commit(installed) is None
+
+
+def test_a_folder_named_esmeta_core_in_another_project_records_no_commit(tmp_path):
+    package = _package(tmp_path / "other/esmeta_core")
+    _repo(tmp_path / "other", "other-project")
+    assert report.git_commit(package) is None
+
+
+def test_esmeta_own_checkout_records_its_head(tmp_path):
+    package = _package(tmp_path / "esmeta/esmeta_core")
+    head = _repo(tmp_path / "esmeta", "esmeta_core")
+    assert report.own_checkout(package) == (tmp_path / "esmeta").resolve()
+    assert report.git_commit(package) == head
+
+
+def test_outside_any_git_repository_no_commit_is_recorded(tmp_path):
+    assert report.git_commit(_package(tmp_path / "site-packages/esmeta_core")) is None
 
 
 def test_result_payload_cannot_overwrite_the_recorded_fields(tmp_path):
