@@ -338,6 +338,20 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(f"| {line} |" for line in lines)
 
 
+def sample_std(values: Sequence[float]) -> float:
+    """The sample standard deviation (ddof = 1) of per-seed values; 0.0 for a single value.
+
+    Every spread over seeds in the result files and tables is this one, the convention
+    docs/results.md states: ``sqrt(sum((x - mean)^2) / (n - 1))``.
+
+    Example:
+      >>> sample_std([1.0, 2.0, 3.0]), sample_std([5.0])
+      (1.0, 0.0)
+    """
+    values = np.asarray(values, float)
+    return float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
 def pm(mean: float, spread: float, *, digits: int = 2, scale: float = 100.0) -> str:
     """``mean +- spread``, both scaled (fractions to percent by default).
 

@@ -6,10 +6,14 @@ import dataclasses
 import importlib.metadata
 import json
 import subprocess
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from esmeta_core import cli, report
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_result_file_records_command_config_provenance_and_wall_time(tmp_path):
@@ -150,7 +154,31 @@ def test_results_page_has_every_table_with_its_file_and_command():
         assert f"File: `results/{s.path}`. Command: `" in page
     capacity = page.split("## ProtoNet: backprop capacity, separable")[1].split("\n## ")[0]
     assert "| width | first layer | parameters |" in capacity and "32 separable | 16 |" in capacity
-    assert "sample* standard deviation" in page and "population* standard" in page
+    # One convention for spreads over seeds, stated once at the top.
+    assert "*sample* standard deviation" in page and "population standard" not in page
+
+
+def test_every_spread_over_seeds_in_the_result_files_is_the_sample_std():
+    """The stored per-seed values give the stored spreads with n - 1 (not n)."""
+    results = ROOT / "results"
+    rotation = json.loads((results / "evograd/rotation.json").read_text())
+    angles = [r["final_angle"] for r in rotation["runs"]["evograd"]]
+    assert rotation["summary"]["evograd"]["final_angle_std"] == pytest.approx(
+        np.std(angles, ddof=1)
+    )
+    for row in json.loads((results / "evograd/mwn.json").read_text())["rows"]:
+        accuracy = [r["test_accuracy"] for r in row["runs"]]
+        assert row["test_accuracy_std"] == pytest.approx(np.std(accuracy, ddof=1)), row["method"]
+    for name in ("fwt.json", "fwt-tseng-init/fwt.json", "fwt-tseng-init-pretrained/fwt.json"):
+        for row in json.loads((results / "evograd" / name).read_text())["rows"]:
+            for setting in row["test"].values():
+                per_seed = [s["accuracy"] for s in setting["per_seed"]]
+                assert setting["seed_std"] == pytest.approx(np.std(per_seed, ddof=1))
+
+
+def test_sample_std_divides_by_n_minus_1():
+    assert report.sample_std([1.0, 3.0]) == pytest.approx(np.sqrt(2.0))
+    assert report.sample_std([0.5]) == 0.0
 
 
 def test_a_changed_result_file_changes_the_page(tmp_path):
