@@ -90,3 +90,17 @@ def test_ablation_rows_record_the_commit_they_were_trained_at():
         assert isinstance(row["git_commit"], str) and len(row["git_commit"]) == 40, row["row"]
         assert "--rows" in row["command"] and row["row"] in row["command"], row["row"]
     assert len({row["git_commit"] for row in rows}) > 1
+
+
+@pytest.mark.parametrize("path", ALL_JSON, ids=[str(p.relative_to(RESULTS)) for p in ALL_JSON])
+def test_every_folder_a_json_file_names_under_results_exists(path):
+    """Renamed run folders are renamed in the files that cite them too (a command's trailing
+    ``# ...`` note may name the folder a run was made in)."""
+    root = RESULTS.parent
+    missing = [
+        name
+        for text in _strings(json.loads(path.read_text()))
+        for name in re.findall(r"results/[\w./+-]*[\w+-]", text.split("  # ")[0])
+        if not (root / name).exists()
+    ]
+    assert missing == [], f"{path} names {missing}"
