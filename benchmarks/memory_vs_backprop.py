@@ -115,6 +115,28 @@ def main() -> None:
     )
 
 
+def naive_crossing(result: dict, ratio: float = 40.0) -> float:
+    """Images per episode at which naive backprop needs ``ratio`` times ES's memory.
+
+    Each memory is interpolated linearly in the images between the two rows around the
+    crossing, ``m(n) = m_a + (n - n_a) (m_b - m_a) / (n_b - n_a)``, and
+    ``naive(n) = ratio * es(n)`` solved for ``n``.
+
+    Example:
+      >>> rows = [{"images": 100, "es_mib": 10.0, "backprop_naive_mib": 100.0},
+      ...         {"images": 200, "es_mib": 10.0, "backprop_naive_mib": 500.0}]
+      >>> naive_crossing({"rows": rows})
+      175.0
+    """
+    rows = sorted(result["rows"], key=lambda r: r["images"])
+    for a, b in zip(rows[:-1], rows[1:], strict=True):
+        gap_a = a["backprop_naive_mib"] - ratio * a["es_mib"]
+        gap_b = b["backprop_naive_mib"] - ratio * b["es_mib"]
+        if gap_a < 0 <= gap_b:
+            return a["images"] + (b["images"] - a["images"]) * -gap_a / (gap_b - gap_a)
+    raise ValueError(f"naive backprop's memory never crosses {ratio} times ES's in these rows")
+
+
 def markdown_table(result: dict) -> str:
     """The table of ``memory_vs_backprop.json``: compiled memory of ES and backprop per
     episode size, and their ratios."""
@@ -137,7 +159,12 @@ def markdown_table(result: dict) -> str:
         ]
         for r in result["rows"]
     ]
-    return table(headers, rows)
+    crossing = (
+        f"\n\nNaive backprop needs 40x the memory of ES (the paper's figure) from about "
+        f"{round(naive_crossing(result), -1):.0f} images per episode (each memory "
+        "interpolated linearly between the rows around it)."
+    )
+    return table(headers, rows) + crossing
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Every result file of the project is written by :func:`write_result`, which
 records the command that made it, its config, its wall time and its
-provenance (commit, JAX version, devices, machine, date), so any number in the
+provenance (esmeta version, commit, JAX version, devices, machine, date), so any number in the
 README or the book can be traced to the code and the run that produced it.
 """
 
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -23,29 +25,70 @@ import numpy as np
 
 from esmeta_core.plotting import save_figure
 
+PACKAGE_DIR = Path(__file__).resolve().parent
 
-def git_commit() -> str:
-    """The repository's ``HEAD`` commit, or ``"unknown"`` outside a git checkout."""
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    """``git ARGS`` run in ``cwd``: its stripped output, or ``None`` if git fails."""
     try:
-        root = Path(__file__).resolve().parents[1]
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
         )
-        return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    return out.stdout.strip()
+
+
+def own_checkout(package_dir: str | Path = PACKAGE_DIR) -> Path | None:
+    """The root of the esmeta checkout that ``package_dir`` lives in, else ``None``.
+
+    The git top-level of ``package_dir``'s folder counts only if it is esmeta's own
+    checkout: its ``esmeta_core/`` is ``package_dir`` itself and its ``pyproject.toml``
+    names ``esmeta_core``. A wheel installed into a virtual environment inside some
+    other repository therefore has no checkout (that repository's commit says nothing
+    about the code that ran).
+    """
+    package_dir = Path(package_dir).resolve()
+    top = _git(["rev-parse", "--show-toplevel"], package_dir.parent)
+    if not top:
+        return None
+    root = Path(top).resolve()
+    pyproject = root / "pyproject.toml"
+    if (root / "esmeta_core").resolve() != package_dir or not pyproject.is_file():
+        return None
+    if not re.search(r'^name\s*=\s*"esmeta[_-]core"', pyproject.read_text(), re.MULTILINE):
+        return None
+    return root
+
+
+def git_commit(package_dir: str | Path = PACKAGE_DIR) -> str | None:
+    """``HEAD`` of esmeta's own checkout (:func:`own_checkout`), else ``None``."""
+    root = own_checkout(package_dir)
+    return None if root is None else _git(["rev-parse", "HEAD"], root)
+
+
+def esmeta_version() -> str:
+    """The installed ``esmeta_core``'s version, else the one its own checkout's
+    ``pyproject.toml`` declares, else ``"unknown"``."""
+    try:
+        return importlib.metadata.version("esmeta_core")
+    except importlib.metadata.PackageNotFoundError:
+        root = own_checkout()
+        text = "" if root is None else (root / "pyproject.toml").read_text()
+        found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+        return found.group(1) if found else "unknown"
 
 
 def provenance() -> dict[str, Any]:
-    """Commit, JAX version, backend, devices, processes, machine and date of this run."""
+    """esmeta version, commit, JAX version, backend, devices, processes, machine and date.
+
+    ``git_commit`` is ``None`` unless the code runs from esmeta's own git checkout
+    (an installed wheel records its ``esmeta_version`` alone).
+    """
     import jax
 
     return {
+        "esmeta_version": esmeta_version(),
         "git_commit": git_commit(),
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
@@ -294,6 +337,20 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = [" | ".join(headers), " | ".join("---" for _ in headers)]
     lines += [" | ".join(str(cell) for cell in row) for row in rows]
     return "\n".join(f"| {line} |" for line in lines)
+
+
+def sample_std(values: Sequence[float]) -> float:
+    """The sample standard deviation (ddof = 1) of per-seed values; 0.0 for a single value.
+
+    Every spread over seeds in the result files and tables is this one, the convention
+    docs/results.md states: ``sqrt(sum((x - mean)^2) / (n - 1))``.
+
+    Example:
+      >>> sample_std([1.0, 2.0, 3.0]), sample_std([5.0])
+      (1.0, 0.0)
+    """
+    values = np.asarray(values, float)
+    return float(values.std(ddof=1)) if values.size > 1 else 0.0
 
 
 def pm(mean: float, spread: float, *, digits: int = 2, scale: float = 100.0) -> str:

@@ -132,7 +132,7 @@ def headline_rows(root: Path = ROOT) -> list[tuple[str, str, str]]:
     rows.append(
         (
             "VS-ML learning rule by ES, tested on unseen digits",
-            f"{statistics.fmean(per_seed):.1f} +- {statistics.pstdev(per_seed):.1f} % "
+            f"{statistics.fmean(per_seed):.1f} +- {statistics.stdev(per_seed):.1f} % "
             f"(tuned online SGD {100 * learners['sgd']['digits_last10']:.1f} %, "
             f"chance 20 %)",
             f"`{VSML_GENERALISATION}`",

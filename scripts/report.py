@@ -152,10 +152,9 @@ file records the command that wrote it, its settings, the commit, JAX version, m
 and wall time. All runs are on a 2-core CPU machine unless the file says otherwise.
 
 Spreads: `a +- b` after one run's test accuracy is the 95 % confidence interval over its
-test episodes. A `mean +- std` over seeds is the *sample* standard deviation (n - 1) in
-the ES ablations and main-preset-over-seeds tables, and the *population* standard
-deviation (n) in the EvoGrad (rotation, Meta-Weight-Net, feature-wise transformations)
-and VS-ML tables.
+test episodes. A `mean +- std` over seeds, in every table and in the README, is the
+*sample* standard deviation of the per-seed values, sqrt(sum((x - mean)^2) / (n - 1))
+(`esmeta_core.report.sample_std`), and so are the `*_std` fields of the result files.
 """
 
 

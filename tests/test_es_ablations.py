@@ -14,6 +14,8 @@ def _finished(out_dir, row, seeds, accuracy):
         summary = {
             "eval": {"5w5s": {"accuracy": accuracy + 0.01 * seed, "ci95": 0.01, "episodes": 300}},
             "train_wall_s": 1.0,
+            "command": f"esmeta experiment es-ablations --rows {row}",
+            "provenance": {"git_commit": f"commit-of-{row}"},
         }
         (workdir / "summary.json").write_text(json.dumps(summary))
 
@@ -27,6 +29,12 @@ def test_running_some_rows_keeps_the_finished_rows_in_the_table(tmp_path):
     table = json.loads((tmp_path / "ablations.json").read_text())
     assert [r["row"] for r in table["rows"]] == ["baseline", "unit_kernels"]
     assert table["rows"][1]["mean"] == pytest.approx(0.755)
+    # Each row keeps the commit and call its seeds were trained with, not the last call's.
+    assert [r["git_commit"] for r in table["rows"]] == [
+        "commit-of-baseline",
+        "commit-of-unit_kernels",
+    ]
+    assert table["rows"][0]["command"] == "esmeta experiment es-ablations --rows baseline"
     # The call without --rows reproduces the whole (gathered) table.
     assert table["command"] == f"esmeta experiment es-ablations --out {tmp_path}"
 

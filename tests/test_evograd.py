@@ -485,4 +485,4 @@ def test_fwt_pooled_accuracy_matches_the_concatenated_episodes():
     got = evograd_fwt.pooled(evals)
     np.testing.assert_allclose(got["accuracy"], both.mean())
     np.testing.assert_allclose(got["ci95"], 1.96 * both.std(ddof=1) / np.sqrt(len(both)))
-    np.testing.assert_allclose(got["seed_std"], np.std([a.mean() for a in per_seed]))
+    np.testing.assert_allclose(got["seed_std"], np.std([a.mean() for a in per_seed], ddof=1))

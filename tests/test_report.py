@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
+import subprocess
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from esmeta_core import cli, report
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_result_file_records_command_config_provenance_and_wall_time(tmp_path):
@@ -26,6 +32,61 @@ def test_result_file_records_command_config_provenance_and_wall_time(tmp_path):
         written["provenance"]
     )
     assert not list(tmp_path.rglob("*.tmp"))
+    assert written["provenance"]["esmeta_version"] == importlib.metadata.version("esmeta_core")
+
+
+def _repo(root, pyproject_name):
+    """A git repository at ``root`` with a pyproject.toml naming ``pyproject_name``; its HEAD."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(f'[project]\nname = "{pyproject_name}"\n')
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], cwd=root, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+    )
+    return head.stdout.strip()
+
+
+def _package(folder):
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text("")
+    return folder
+
+
+def test_a_wheel_installed_in_a_venv_inside_a_user_repository_records_no_commit(tmp_path):
+    """The user's own commit says nothing about the esmeta code that ran."""
+    user_head = _repo(tmp_path / "user", "their-project")
+    installed = _package(tmp_path / "user/.venv/lib/python3.11/site-packages/esmeta_core")
+    assert len(user_head) == 40
+    assert report.own_checkout(installed) is None
+    assert report.git_commit(installed) is None
+
+
+def test_a_wheel_in_a_venv_inside_an_esmeta_clone_records_no_commit(tmp_path):
+    """Even a clone of esmeta: the code that ran is the installed copy, not the clone's."""
+    _package(tmp_path / "clone/esmeta_core")
+    _repo(tmp_path / "clone", "esmeta_core")
+    installed = _package(tmp_path / "clone/.venv/lib/python3.11/site-packages/esmeta_core")
+    assert report.git_commit(installed) is None
+
+
+def test_a_folder_named_esmeta_core_in_another_project_records_no_commit(tmp_path):
+    package = _package(tmp_path / "other/esmeta_core")
+    _repo(tmp_path / "other", "other-project")
+    assert report.git_commit(package) is None
+
+
+def test_esmeta_own_checkout_records_its_head(tmp_path):
+    package = _package(tmp_path / "esmeta/esmeta_core")
+    head = _repo(tmp_path / "esmeta", "esmeta_core")
+    assert report.own_checkout(package) == (tmp_path / "esmeta").resolve()
+    assert report.git_commit(package) == head
+
+
+def test_outside_any_git_repository_no_commit_is_recorded(tmp_path):
+    assert report.git_commit(_package(tmp_path / "site-packages/esmeta_core")) is None
 
 
 def test_result_payload_cannot_overwrite_the_recorded_fields(tmp_path):
@@ -93,7 +154,31 @@ def test_results_page_has_every_table_with_its_file_and_command():
         assert f"File: `results/{s.path}`. Command: `" in page
     capacity = page.split("## ProtoNet: backprop capacity, separable")[1].split("\n## ")[0]
     assert "| width | first layer | parameters |" in capacity and "32 separable | 16 |" in capacity
-    assert "sample* standard deviation" in page and "population* standard" in page
+    # One convention for spreads over seeds, stated once at the top.
+    assert "*sample* standard deviation" in page and "population standard" not in page
+
+
+def test_every_spread_over_seeds_in_the_result_files_is_the_sample_std():
+    """The stored per-seed values give the stored spreads with n - 1 (not n)."""
+    results = ROOT / "results"
+    rotation = json.loads((results / "evograd/rotation.json").read_text())
+    angles = [r["final_angle"] for r in rotation["runs"]["evograd"]]
+    assert rotation["summary"]["evograd"]["final_angle_std"] == pytest.approx(
+        np.std(angles, ddof=1)
+    )
+    for row in json.loads((results / "evograd/mwn.json").read_text())["rows"]:
+        accuracy = [r["test_accuracy"] for r in row["runs"]]
+        assert row["test_accuracy_std"] == pytest.approx(np.std(accuracy, ddof=1)), row["method"]
+    for name in ("fwt.json", "fwt-tseng-init/fwt.json", "fwt-tseng-init-pretrained/fwt.json"):
+        for row in json.loads((results / "evograd" / name).read_text())["rows"]:
+            for setting in row["test"].values():
+                per_seed = [s["accuracy"] for s in setting["per_seed"]]
+                assert setting["seed_std"] == pytest.approx(np.std(per_seed, ddof=1))
+
+
+def test_sample_std_divides_by_n_minus_1():
+    assert report.sample_std([1.0, 3.0]) == pytest.approx(np.sqrt(2.0))
+    assert report.sample_std([0.5]) == 0.0
 
 
 def test_a_changed_result_file_changes_the_page(tmp_path):

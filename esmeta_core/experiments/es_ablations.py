@@ -136,11 +136,12 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     table += [r for r in config.rows if r not in table]
     rows = []
     for row in table:
-        per_seed = []
+        per_seed, summaries = [], []
         for seed in config.seeds:
             summary = train_or_reload(
                 train_config(config, row, seed), out_dir / "ablations" / row / f"s{seed}"
             )
+            summaries.append(summary)
             result = summary["eval"]["5w5s"]
             per_seed.append({"seed": seed, **result, "train_wall_s": summary["train_wall_s"]})
             print(row, per_seed[-1], flush=True)
@@ -152,6 +153,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
                 "seeds": per_seed,
                 "mean": float(accs.mean()),
                 "std": float(accs.std(ddof=1)) if len(accs) > 1 else float("nan"),
+                **row_provenance(summaries),
             }
         )
     payload = {
@@ -169,6 +171,26 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
         ),
         wall_s=round(time.perf_counter() - wall0, 1),
     )
+
+
+def row_provenance(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The commit and command a row's seeds were trained with, from their ``summary.json``.
+
+    Rows are trained a few at a time by different calls, so the file's own provenance
+    (its last call) does not hold for every row. ``git_commit`` is one commit when
+    every seed agrees, else the list of each seed's.
+
+    Example:
+      >>> s = {"command": "esmeta experiment x --rows a", "provenance": {"git_commit": "c1"}}
+      >>> row_provenance([s, s])
+      {'git_commit': 'c1', 'command': 'esmeta experiment x --rows a'}
+    """
+    commits = [s.get("provenance", {}).get("git_commit") for s in summaries]
+    commands = [s.get("command") for s in summaries]
+    return {
+        "git_commit": commits[0] if len(set(commits)) == 1 else commits,
+        "command": commands[0] if len(set(commands)) == 1 else commands,
+    }
 
 
 def markdown_table(result: dict[str, Any]) -> str:

@@ -367,7 +367,7 @@ def pooled(evals: list[evaluation.Evaluation]) -> dict[str, float]:
     mean = float((n * m).sum() / total)
     ss = ((n - 1) * sd**2).sum() + (n * (m - mean) ** 2).sum()
     ci = 1.96 * np.sqrt(ss / max(total - 1, 1) / total)
-    return {"accuracy": mean, "ci95": float(ci), "seed_std": float(np.std(m))}
+    return {"accuracy": mean, "ci95": float(ci), "seed_std": report.sample_std(m)}
 
 
 def run_variant(
@@ -501,7 +501,7 @@ def plot(result: dict[str, Any], out: str | Path | None = None):
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The FWT table from a ``fwt.json``: per method, test accuracy on each target (mean over
-    seeds +- their population standard deviation) and the time of one hypergradient."""
+    seeds +- their sample standard deviation) and the time of one hypergradient."""
     targets = list(result["rows"][0]["test"])
     rows = [
         [

@@ -412,15 +412,15 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
                     "method": v.name,
                     "variant": dataclasses.asdict(v),
                     "test_accuracy_mean": float(np.mean(acc)),
-                    "test_accuracy_std": float(np.std(acc)),
+                    "test_accuracy_std": report.sample_std(acc),
                     "weight_map_mean": np.mean([r["weight_map"] for r in runs], 0)
                     .round(4)
                     .tolist(),
                     "runs": runs,
                 }
             )
-            print(f"{noise:8s} {v.name:60s} {100 * np.mean(acc):5.1f} +- {100 * np.std(acc):.1f}",
-                  flush=True)  # fmt: skip
+            spread = 100 * report.sample_std(acc)
+            print(f"{noise:8s} {v.name:60s} {100 * np.mean(acc):5.1f} +- {spread:.1f}", flush=True)
     payload = {
         "data": "scikit-learn digits, 40 % label noise, 100 clean meta examples",
         "loss_grid": LOSS_GRID.tolist(),
@@ -459,7 +459,7 @@ def plot_weight_maps(
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The Meta-Weight-Net table from ``mwn.json``: test accuracy per (noise, method), mean
-    +- population standard deviation over seeds, then each seed."""
+    +- sample standard deviation over seeds, then each seed."""
     rows = [
         [
             r["noise"],

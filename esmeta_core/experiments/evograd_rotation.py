@@ -112,9 +112,9 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     summary = {
         name: {
             "test_accuracy_mean": float(np.mean([r["test_accuracy"] for r in rs])),
-            "test_accuracy_std": float(np.std([r["test_accuracy"] for r in rs])),
+            "test_accuracy_std": report.sample_std([r["test_accuracy"] for r in rs]),
             "final_angle_mean": float(np.mean([r["final_angle"] for r in rs])),
-            "final_angle_std": float(np.std([r["final_angle"] for r in rs])),
+            "final_angle_std": report.sample_std([r["final_angle"] for r in rs]),
         }
         for name, rs in runs.items()
     }
@@ -144,7 +144,7 @@ def plot(result: dict[str, Any], out: str | Path | None = None):
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The rotation table from ``rotation.json``: final angle and test accuracy per way of
-    training, mean +- population standard deviation over seeds."""
+    training, mean +- sample standard deviation over seeds."""
     rows = [
         [
             k,

@@ -559,7 +559,7 @@ def gather(out_dir: str | Path) -> dict[str, Any]:
             "name": title,
             "seeds": [p["seed"] for p in parts],
             "digits_accuracy_mean": acc.mean(0).tolist(),
-            "digits_accuracy_std": acc.std(0).tolist(),
+            "digits_accuracy_std": (acc.std(0, ddof=1) if len(acc) > 1 else 0 * acc[0]).tolist(),
             "digits_last10_per_seed": [p["digits_last10"] for p in parts],
             "digits_last10": float(np.mean([p["digits_last10"] for p in parts])),
             "digits_first10": float(acc[:, :10].mean()),
@@ -676,14 +676,14 @@ VSML_HEADERS = (
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The VS-ML table from a gathered ``generalisation.json``: per learner, digits accuracy
-    over the last 10 of 50 examples (mean +- population std over seeds, then each seed),
+    over the last 10 of 50 examples (mean +- sample std over seeds, then each seed),
     over the first 10, Omniglot's, and the meta-training wall time per seed."""
     rows = []
     for r in result.get("learners", {}).values():
         if "digits_last10_per_seed" not in r:  # a file of the format before the parts
             continue
         per_seed = [100 * a for a in r["digits_last10_per_seed"]]
-        spread = f" +- {np.std(per_seed):.1f}" if len(per_seed) > 1 else ""
+        spread = f" +- {report.sample_std(per_seed):.1f}" if len(per_seed) > 1 else ""
         walls = r["train_wall_s_per_seed"]
         rows.append(
             [
