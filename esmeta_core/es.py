@@ -30,13 +30,11 @@ Three rules make it scale:
   - ``"regenerate"``: each device regenerates all ``N`` perturbations itself
     and sums them (no ``D``-sized traffic; the Salimans et al. scheme).
 
-**Fitness shaping is a callable** ``f32[N] -> f32[N]``: the member losses, in
-member order, to their weights ``s_i`` (``ESConfig.shaping``). The names of
-:data:`SHAPINGS` map to the built-ins (:data:`SHAPING_FUNCTIONS`): centered ranks
-(the default), z-scores, the raw losses, and :func:`pair_z_scores`, a *pair
-shaping* that reads the antithetic pairs ``(2j, 2j + 1)`` together. The
-communication scheme is a piece too (:data:`NOISE_SUMS`), and which leaves are
-perturbed a wrapper around the estimator (:func:`es_grad_masked`).
+Each variant is a piece, not a branch: **fitness shaping** is a callable ``f32[N] ->
+f32[N]`` from the member losses to their weights ``s_i`` (``ESConfig.shaping``; the
+names of :data:`SHAPINGS` map to the built-ins of :mod:`esmeta_core.shaping`), the
+communication scheme one of :data:`NOISE_SUMS` (:mod:`esmeta_core.noise`), and which
+leaves are perturbed a wrapper around the estimator (:func:`es_grad_masked`).
 
 **Non-finite losses** (a diverged member) are replaced by the worst finite
 loss of the population before shaping: the member ranks last and the update
@@ -55,11 +53,19 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from esmeta_core.shaping import (  # noqa: F401 (the shapings are es.* names too)
+from esmeta_core.noise import (  # noqa: F401 (es.* names too)
+    COMMUNICATIONS,
+    NOISE_SUMS,
+    direction_noise,
+    member_noise,
+    weighted_noise_sum,
+)
+from esmeta_core.shaping import (  # noqa: F401 (es.* names too)
     SHAPING_FUNCTIONS,
     SHAPINGS,
     Shaping,
     centered_ranks,
+    direction_weights,
     pair_z_scores,
     raw_losses,
     replace_nonfinite,
@@ -155,79 +161,6 @@ def validate_config(config: ESConfig, num_devices: int = 1) -> None:
         )
 
 
-# ----------------------------------------------------------------------------
-# The maths: noise, shaping, weighted sum.
-
-
-def direction_noise(key: jax.Array, params: Any, direction: jax.Array) -> Any:
-    """Direction ``j``'s standard normal perturbation, shaped like ``params``.
-
-    Regenerated from ``fold_in(key, j)`` and then one key per leaf, so the same
-    ``(key, j)`` gives the same noise on any device, in any order.
-    """
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.fold_in(key, direction), len(leaves))
-    noise = [
-        jax.random.normal(k, jnp.shape(x), jnp.result_type(x))
-        for k, x in zip(keys, leaves, strict=True)
-    ]
-    return jax.tree.unflatten(treedef, noise)
-
-
-def member_noise(key: jax.Array, params: Any, member: int, *, antithetic: bool = True) -> Any:
-    """Member ``i``'s perturbation ``eps_i``: ``+eps_j`` for ``i = 2j``, ``-eps_j`` for ``2j + 1``.
-
-    Without antithetic sampling member ``i`` uses direction ``i``. The estimator
-    evaluates both members of a pair from one regenerated direction.
-    """
-    if not antithetic:
-        return direction_noise(key, params, member)
-    sign = 1.0 - 2.0 * (member % 2)
-    return jax.tree.map(lambda e: sign * e, direction_noise(key, params, member // 2))
-
-
-def direction_weights(losses: jax.Array, shaping: str | Shaping) -> jax.Array:
-    """Each direction's weight ``w_j`` in ``g = 1/(N sigma) sum_j w_j eps_j``.
-
-    Args:
-      losses: f32[M, 2] (antithetic: columns ``L(theta + sigma eps_j)`` and
-        ``L(theta - sigma eps_j)``) or f32[M, 1] (plain sampling).
-      shaping: a name of :data:`SHAPINGS` or a callable ``f32[N] -> f32[N]`` of the
-        ``N = M x columns`` member losses in member order.
-
-    Returns:
-      f32[M]: ``s_{2j} - s_{2j+1}`` of the shaped member losses ``s`` (antithetic),
-      or ``s_j`` (plain).
-    """
-    antithetic = losses.shape[1] == 2
-    members = replace_nonfinite(losses.reshape(-1))
-    shaped = shaping_function(shaping, antithetic=antithetic)(members).reshape(losses.shape)
-    return shaped[:, 0] - shaped[:, 1] if antithetic else shaped[:, 0]
-
-
-def weighted_noise_sum(
-    key: jax.Array, params: Any, directions: jax.Array, weights: jax.Array, chunk_size: int
-) -> Any:
-    """``sum_j weights[j] * eps_{directions[j]}``, regenerating noise ``chunk_size`` at a time.
-
-    Args:
-      directions: i32[M] direction indices.
-      weights: f32[M].
-    """
-    chunk = math.gcd(directions.shape[0], chunk_size)
-    directions = directions.reshape(-1, chunk)  # [M / c, c]
-    weights = weights.reshape(-1, chunk)
-
-    def add_chunk(total, chunk_in):
-        dirs, w = chunk_in
-        noise = jax.vmap(lambda j: direction_noise(key, params, j))(dirs)  # leaves [c, ...]
-        return jax.tree.map(lambda t, e: t + jnp.tensordot(w, e, axes=1), total, noise), None
-
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    total, _ = lax.scan(add_chunk, zeros, (directions, weights))
-    return total
-
-
 def _perturb(params: Any, noise: Any, scale: jax.Array) -> Any:
     return jax.tree.map(lambda p, e: p + scale * e, params, noise)
 
@@ -243,47 +176,28 @@ def member_losses(
     directions: jax.Array,
     *args: Any,
     sigma: jax.Array,
-    antithetic: bool,
-    chunk_size: int,
+    config: ESConfig,
 ) -> jax.Array:
-    """The losses of the members of ``directions``, ``chunk_size`` directions at a time.
+    """The losses of the members of ``directions``, ``config.chunk_size`` directions at a time.
 
     Args:
-      directions: i32[M] direction indices.
-      sigma: f32[], the perturbation scale.
+      directions: i32[M] direction indices; sigma: f32[], the perturbation scale.
 
     Returns:
       f32[M, 2] (``L(theta + sigma eps_j)``, ``L(theta - sigma eps_j)``) if
-      ``antithetic``, else f32[M, 1] (``L(theta + sigma eps_j)``).
+      ``config.antithetic``, else f32[M, 1] (``L(theta + sigma eps_j)``).
     """
 
     def losses_of(j):
         noise = direction_noise(key, params, j)
         plus = loss_fn(_perturb(params, noise, sigma), *args)
-        if not antithetic:
+        if not config.antithetic:
             return plus[None]
         minus = loss_fn(_perturb(params, noise, -sigma), *args)
         return jnp.stack([plus, minus])  # f32[2]
 
-    return lax.map(losses_of, directions, batch_size=min(chunk_size, directions.shape[0]))
-
-
-def _psum_noise_sum(key, params, weights, local_dirs, first, chunk_size):
-    """Each device sums its own directions; one ``D``-sized all-reduce adds them up."""
-    local_w = lax.dynamic_slice_in_dim(weights, first, local_dirs.shape[0])
-    return lax.psum(weighted_noise_sum(key, params, local_dirs, local_w, chunk_size), POP_AXIS)
-
-
-def _regenerate_noise_sum(key, params, weights, local_dirs, first, chunk_size):
-    """Each device regenerates and sums all ``N`` directions (no ``D``-sized traffic)."""
-    del local_dirs, first
-    all_dirs = jnp.arange(weights.shape[0])
-    return weighted_noise_sum(key, params, all_dirs, weights, chunk_size)
-
-
-# ``sum_j w_j eps_j`` over the whole mesh, by communication scheme (module docstring).
-NOISE_SUMS = {"psum": _psum_noise_sum, "regenerate": _regenerate_noise_sum}
-COMMUNICATIONS = tuple(NOISE_SUMS)
+    batch_size = min(config.chunk_size, directions.shape[0])
+    return lax.map(losses_of, directions, batch_size=batch_size)
 
 
 def population_stats(losses: jax.Array, grads: Any) -> ESStats:
@@ -309,17 +223,8 @@ def _on_device(loss_fn, config, num_devices, sigma, params, key_data, *args):
     per_device = num_directions(config) // num_devices
     first = lax.axis_index(POP_AXIS) * per_device
     local_dirs = first + jnp.arange(per_device)  # i32[per_device]
-    local = member_losses(
-        loss_fn,
-        params,
-        key,
-        local_dirs,
-        *args,
-        sigma=sigma,
-        antithetic=config.antithetic,
-        chunk_size=config.chunk_size,
-    )  # f32[per_device, 1 or 2]
-    losses = lax.all_gather(local, POP_AXIS, tiled=True)  # f32[directions, 1 or 2]
+    local = member_losses(loss_fn, params, key, local_dirs, *args, sigma=sigma, config=config)
+    losses = lax.all_gather(local, POP_AXIS, tiled=True)  # f32[directions, 1 or 2], all members
     weights = direction_weights(losses, config.shaping)  # f32[directions]
     noise_sum = NOISE_SUMS[config.communication]
     total = noise_sum(key, params, weights, local_dirs, first, config.chunk_size)

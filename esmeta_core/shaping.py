@@ -107,3 +107,22 @@ def replace_nonfinite(losses: jax.Array) -> jax.Array:
 def shape_losses(losses: jax.Array, shaping: str | Shaping) -> jax.Array:
     """Fitness shaping over the whole population (non-finite losses rank last): f32[N] -> f32[N]."""
     return shaping_function(shaping)(replace_nonfinite(losses))
+
+
+def direction_weights(losses: jax.Array, shaping: str | Shaping) -> jax.Array:
+    """Each direction's weight ``w_j`` in ``g = 1/(N sigma) sum_j w_j eps_j``.
+
+    Args:
+      losses: f32[M, 2] (antithetic: columns ``L(theta + sigma eps_j)`` and
+        ``L(theta - sigma eps_j)``) or f32[M, 1] (plain sampling).
+      shaping: a name of :data:`SHAPINGS` or a callable ``f32[N] -> f32[N]`` of the
+        ``N = M x columns`` member losses in member order.
+
+    Returns:
+      f32[M]: ``s_{2j} - s_{2j+1}`` of the shaped member losses ``s`` (antithetic),
+      or ``s_j`` (plain).
+    """
+    antithetic = losses.shape[1] == 2
+    members = replace_nonfinite(losses.reshape(-1))
+    shaped = shaping_function(shaping, antithetic=antithetic)(members).reshape(losses.shape)
+    return shaped[:, 0] - shaped[:, 1] if antithetic else shaped[:, 0]
