@@ -12,7 +12,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from esmeta_core import protonet, report
+from esmeta_core import protonet, report, train_step
+from esmeta_core.configs import TrainConfig
 from esmeta_core.data import Episode
 from esmeta_core.profiling import compiled_memory
 
@@ -32,14 +33,15 @@ def synthetic_episode(way: int, shot: int, query: int, seed: int = 0) -> Episode
 
 
 def protonet_fitness(width: int = 64, *, way: int = 5, query_chunk: int | None = None):
-    """``(model, params, loss_fn)`` with ``loss_fn(params, episode)`` the episode loss."""
-    model = protonet.Conv4(width)
+    """``(model, params, loss_fn)`` with ``loss_fn(params, episode)`` the training's episode loss.
+
+    :func:`esmeta_core.train_step.make_episode_loss` of a Conv4-``width`` on ``way``
+    classes (one episode, no batch axis).
+    """
+    config = TrainConfig(width=width, way=way)
+    model = train_step.model_for(config)
     params = protonet.init_params(jax.random.key(0), model)
-
-    def loss_fn(p, episode):
-        return protonet.episode_loss(model, p, episode, way=way, query_chunk=query_chunk)
-
-    return model, params, loss_fn
+    return model, params, train_step.make_episode_loss(config, model, query_chunk=query_chunk)
 
 
 def time_call(fn, *args, repeats: int = 3) -> float:

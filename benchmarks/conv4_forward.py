@@ -1,7 +1,7 @@
 """The fused Conv4 against the textbook composition: alone, in ES, in a training step.
 
 :class:`esmeta_core.protonet.Conv4` computes the same embedding as
-:class:`esmeta_core.protonet.PlainConv4` (``nn.Conv``, batch norm, ReLU,
+:class:`benchmarks.reference_conv4.PlainConv4` (``nn.Conv``, batch norm, ReLU,
 ``nn.max_pool``) with the same parameters, but convolves the one-channel input as
 a patch matmul and pools before the batch-norm offset and the ReLU. This times
 both, side by side in one process, on one 5-way 5-shot episode with 5 queries per
@@ -9,8 +9,10 @@ class (the training episode of the ``main`` and ``long`` presets; synthetic imag
 timing only):
 
 - ``forward``: one embedding of the episode's 50 images (jitted alone);
-- ``es_step``: one plain ES gradient (the preset's population, antithetic, ``lax.map`` over
-  members), where XLA computes the first layer's patches once for the population;
+- ``es_step``: one plain ES gradient of the training loss
+  (:func:`esmeta_core.train_step.make_loss`; the preset's population, antithetic,
+  centered ranks, ``lax.map`` over members), where XLA computes the first layer's
+  patches once for the population;
 - ``train_step``: one jitted training step of the preset (``main``: Conv4-16,
   ``long``: Conv4-32; ES with the preset's options, Adam, the metrics), the step
   ``esmeta train`` runs.
@@ -27,6 +29,7 @@ import jax
 import numpy as np
 
 from benchmarks.common import spread, synthetic_episode, time_calls, write_result
+from benchmarks.reference_conv4 import PlainConv4
 from esmeta_core import es, protonet, sharding, train_step
 from esmeta_core.configs import PRESETS
 
@@ -46,21 +49,21 @@ def main() -> None:
         # separable preset (today's ``long``) is measured with dense layers, as committed.
         config = dataclasses.replace(PRESETS[preset], separable=False)
         row: dict = {"preset": preset, "width": config.width, "population": config.population}
-        models = {"fused": protonet.Conv4(config.width), "plain": protonet.PlainConv4(config.width)}
+        models = {"fused": protonet.Conv4(config.width), "plain": PlainConv4(config.width)}
         for name, model in models.items():
             state = train_step.init_state(config, model)
             forward = jax.jit(lambda p, x, m=model: m.apply({"params": p}, x, stats_rows=25))
-
-            def loss_fn(p, e, m=model):
-                return protonet.episode_loss(m, p, e, way=5)
-
-            grad_fn = es.make_es_grad(loss_fn, config=es.ESConfig(population=config.population))
+            grad_fn = es.make_es_grad(
+                train_step.make_loss(config, model),
+                config=es.ESConfig(population=config.population),
+                mesh=mesh,
+            )
             step = train_step.make_train_step(config, model, mesh)
             key = train_step.step_key(0, 1)
             row[name] = {
                 "forward": spread(time_calls(forward, state.params, images, repeats=args.repeats)),
                 "es_step": spread(
-                    time_calls(grad_fn, state.params, key, episode, repeats=args.repeats)
+                    time_calls(grad_fn, state.params, key, batched, repeats=args.repeats)
                 ),
                 "train_step": spread(
                     time_calls(

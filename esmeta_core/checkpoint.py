@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -99,7 +100,10 @@ def latest_step(workdir: str | Path) -> int | None:
 
 
 def restore(
-    workdir: str | Path, template: TrainState, *, config_hash: str | None = None
+    workdir: str | Path,
+    template: TrainState,
+    *,
+    config_hash: str | Collection[str] | None = None,
 ) -> TrainState:
     """The newest checkpoint in ``workdir``, in the structure and shardings of ``template``.
 
@@ -108,7 +112,9 @@ def restore(
       template: a state of the same model and optimizer (e.g. a fresh one); its
         leaves' shapes, dtypes and shardings are those restored. With
         ``opt_state=None`` only the parameters are read (for evaluation).
-      config_hash: if given, the hash the checkpoint must have been saved with.
+      config_hash: if given, the hash the checkpoint must have been saved with (or a
+        collection of the hashes accepted, see
+        :func:`esmeta_core.configs.saved_config_hashes`).
 
     Raises:
       FileNotFoundError: no checkpoint in ``workdir``.
@@ -129,12 +135,13 @@ def restore(
         except Exception as e:  # orbax raises several types for a damaged checkpoint
             raise _unreadable(path, e) from e
         stored_hash = (checkpoints.metadata(step).custom_metadata or {}).get("config_hash")
-        if config_hash and stored_hash and stored_hash != config_hash:
+        accepted = {config_hash} if isinstance(config_hash, str) else set(config_hash or ())
+        if accepted and stored_hash and stored_hash not in accepted:
             raise ValueError(
                 f"{path} was saved by a run whose config hash is {stored_hash}, but "
-                f"{workdir / CONFIG} hashes to {config_hash}: the config was changed after "
-                "this checkpoint was written. Restore the original config.json, or use "
-                "another --workdir."
+                f"{workdir / CONFIG} hashes to {' or '.join(sorted(accepted))}: the config was "
+                "changed after this checkpoint was written. Restore the original config.json, "
+                "or use another --workdir."
             )
         if got != want:
             raise ValueError(

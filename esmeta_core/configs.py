@@ -33,29 +33,17 @@ class TrainConfig:
       width: Conv4 channels.
       separable: depthwise-separable 3x3 convolutions after the first layer
         (:class:`esmeta_core.protonet.SeparableConv3x3`): about 7x fewer parameters.
-      first_width: channels of the first layer (the only one at full 28x28
-        resolution, so the costliest per parameter); ``None``: ``width``.
-      steps: optimizer steps; ``batch`` episodes per step.
-      lr, lr_halving_every: Adam learning rate, halved every so many steps.
-      lr_schedule: ``"halving"`` (every ``lr_halving_every`` steps), ``"cosine"`` or
+      steps: optimizer steps, one episode each.
+      lr: Adam learning rate.
+      lr_schedule: ``"halving"`` (every 2000 steps), ``"cosine"`` or
         ``"linear"`` decay to ``lr_final_fraction * lr`` at ``steps``, or
         ``"constant"`` (see :func:`esmeta_core.optim.lr_schedule`).
       adam_b1: Adam's first-moment decay (0.9: an average over ~10 ES estimates).
-      weight_decay: AdamW decay of the conv kernels (0: plain Adam).
       unit_kernels: project every conv kernel's output channels back to norm 1
         after each step (batch norm makes them scale-invariant).
-      population, sigma, chunk_size, communication, shaping: the ES estimator.
-      relative_sigma: perturb each conv kernel channel by ``sigma`` times its norm.
+      population, sigma, chunk_size, shaping: the ES estimator
+        (:class:`esmeta_core.es.ESConfig`).
       perturb_conv_bias: perturb the conv biases (a batch norm cancels them).
-      guide_fraction: Guided ES (Maheswaranathan et al. 2019, arXiv:1806.10230): the
-        share ``a`` in [0, 1) of the ES perturbation variance put along Adam's first
-        moment (its average of past estimates), ``eps = sqrt(1 - a) z + sqrt(a D) w
-        mu / ||mu||`` (see :func:`esmeta_core.es.guided_direction_noise`). 0: plain ES;
-        the first step (``mu = 0``) is always plain ES. Unused by backprop.
-      subspace_dim: ES in a fixed random subspace of this dimension (Li et al. 2018,
-        arXiv:1804.08838; :mod:`esmeta_core.subspace`); with backprop the gradient is
-        projected onto the same kind of subspace (its ceiling). 0: off.
-      query_chunk: embed queries this many at a time (flat memory).
       eval_episodes: test episodes for the final accuracy.
       log_every, checkpoint_every: in steps.
       max_nonfinite_steps: stop when every ES member's loss is non-finite this many
@@ -72,26 +60,17 @@ class TrainConfig:
     train_way: int | None = None
     width: int = 64
     separable: bool = False
-    first_width: int | None = None
     steps: int = 300
-    batch: int = 1
     lr: float = 1e-3
-    lr_halving_every: int = 2000
     lr_schedule: str = "halving"
     lr_final_fraction: float = 0.0
     adam_b1: float = 0.9
-    weight_decay: float = 0.0
     unit_kernels: bool = False
     population: int = 64
     sigma: float = 0.01
     chunk_size: int | str = 1
-    communication: str = "psum"
     shaping: str = "centered_rank"
-    relative_sigma: bool = False
     perturb_conv_bias: bool = True
-    guide_fraction: float = 0.0
-    subspace_dim: int = 0
-    query_chunk: int | None = None
     eval_episodes: int = 1000
     log_every: int = 10
     checkpoint_every: int = 50
@@ -110,14 +89,18 @@ class TrainConfig:
     def from_json(cls, data: Any) -> TrainConfig:
         """The config of a JSON object (missing fields keep their defaults), checked.
 
+        A field that was removed (:data:`REMOVED_FIELDS`) is accepted, and dropped, when
+        it holds the value that meant "off", so configs saved before still load.
+
         Raises:
-          ConfigError: ``data`` is not an object, names an unknown field, or a field
-            has a wrong type or range.
+          ConfigError: ``data`` is not an object, names an unknown field, holds a
+            removed field at another value, or a field has a wrong type or range.
         """
         if not isinstance(data, dict):
             raise ConfigError(
                 f"a config must be a JSON object of TrainConfig fields, got {type(data).__name__}."
             )
+        data = drop_removed_fields(data)
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
@@ -147,17 +130,57 @@ class TrainConfig:
             raise ConfigError(f"{path}: {e}", field=e.field) from None
 
 
-# The ``main`` preset as committed before issue 17 (run c34dde7, 85.32 %): the baseline
-# of results/protonet/ablations.json and the base of the population sweep.
-MAIN_BEFORE_ISSUE_17 = TrainConfig(
+# Fields that TrainConfig no longer has, each with the value that meant "off": a saved
+# config may still hold them at that value (and no other). git keeps the options at commit
+# de88ab2 (guided ES, subspace ES, relative sigma, AdamW, first_width) and the unused ones
+# (batch, lr_halving_every, query_chunk, communication) likewise.
+REMOVED_FIELDS: dict[str, Any] = {
+    "first_width": None,
+    "batch": 1,
+    "lr_halving_every": 2000,
+    "weight_decay": 0.0,
+    "communication": "psum",
+    "relative_sigma": False,
+    "guide_fraction": 0.0,
+    "subspace_dim": 0,
+    "query_chunk": None,
+}
+
+
+def _same_value(value: Any, off: Any) -> bool:
+    """``value == off``, with booleans and numbers kept apart (``0`` is not ``false``)."""
+    if isinstance(off, bool) or isinstance(value, bool):
+        return value is off
+    return value == off
+
+
+def drop_removed_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the :data:`REMOVED_FIELDS` that hold their "off" value.
+
+    Raises:
+      ConfigError: a removed field holds another value (naming the field).
+    """
+    for name, off in REMOVED_FIELDS.items():
+        if name in data and not _same_value(data[name], off):
+            raise ConfigError(
+                f"{name}={data[name]!r}: this option was removed from esmeta (git keeps it at "
+                f"commit de88ab2); a saved config may hold it only as {json.dumps(off)}.",
+                field=name,
+            )
+    return {k: v for k, v in data.items() if k not in REMOVED_FIELDS}
+
+
+# The ``main`` preset as committed at run c34dde7 (85.32 %): the baseline of
+# results/protonet/ablations.json and the base of the population sweep.
+ABLATION_BASELINE = TrainConfig(
     method="es", width=16, steps=1200, population=64, sigma=0.01, lr=3e-3, query=5
 )
 
 PRESETS: dict[str, TrainConfig] = {
     # The README's main job: ES-ProtoNet 5-way 5-shot, under 10 minutes on a 2-core CPU.
     # Conv4-16 and 5 training queries per class: on a CPU, ES accuracy per hour is best
-    # for a small model (results/tuning/README.md). Issue 17's changes to the old main
-    # (MAIN_BEFORE_ISSUE_17, 85.32 %): Adam's first moment averages ~100 noisy ES
+    # for a small model (results/archive/tuning/README.md). Its changes to the old main
+    # (ABLATION_BASELINE, 85.32 %): Adam's first moment averages ~100 noisy ES
     # estimates (b1 0.99) instead of ~10, the batch-normed kernels stay on the unit
     # sphere (their growth silently cut lr and sigma), the lr decays within the run
     # (cosine to 0.1 lr), no noise goes to conv biases a batch norm cancels, z-scored
@@ -299,7 +322,6 @@ def _boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
-COMMUNICATIONS = ("psum", "regenerate")  # esmeta_core.es.COMMUNICATIONS (checked by a test)
 SHAPINGS = ("centered_rank", "z_score", "raw", "pair_z_score")  # es.SHAPINGS (a test checks)
 LR_SCHEDULES = ("halving", "cosine", "linear", "constant")  # optim.LR_SCHEDULES (a test checks)
 
@@ -315,16 +337,11 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "train_way": _integer(2, optional=True),
     "width": _integer(1),
     "separable": _boolean,
-    "first_width": _integer(1, optional=True),
     "steps": _integer(1),
-    "batch": _integer(1),
     "lr": _positive_finite,
-    "lr_halving_every": _integer(1),
     "population": _integer(1),
     "sigma": _positive_finite,
     "chunk_size": _integer_or_auto,
-    "communication": _one_of(COMMUNICATIONS),
-    "query_chunk": _integer(1, optional=True),
     "eval_episodes": _integer(1),
     "log_every": _integer(1),
     "checkpoint_every": _integer(1),
@@ -333,13 +350,9 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "lr_schedule": _one_of(LR_SCHEDULES),
     "lr_final_fraction": _number_in(0.0, 1.0),
     "adam_b1": _number_in(0.0, 1.0, upper_open=True),
-    "weight_decay": _number_in(0.0, math.inf, upper_open=True),
     "unit_kernels": _boolean,
     "shaping": _one_of(SHAPINGS),
-    "relative_sigma": _boolean,
     "perturb_conv_bias": _boolean,
-    "guide_fraction": _number_in(0.0, 1.0, upper_open=True),
-    "subspace_dim": _integer(0),
 }
 
 
@@ -369,9 +382,9 @@ def validate_config(config: TrainConfig, num_devices: int = 1) -> None:
       ConfigError: (a ``ValueError``) naming the field and the allowed range.
     """
     validate_fields(config)
-    train_way = config.train_way or config.way
+    training_way_field = "train_way" if config.training_way != config.way else "way"
     for split_field, way_field, way in (
-        ("split", "train_way" if config.train_way else "way", train_way),
+        ("split", training_way_field, config.training_way),
         ("eval_split", "way", config.way),
     ):
         split = getattr(config, split_field)
@@ -387,12 +400,6 @@ def validate_config(config: TrainConfig, num_devices: int = 1) -> None:
         except ValueError as e:
             field = "query" if str(e).startswith("shot + query") else way_field
             raise ConfigError(str(e), field=field) from None
-    if config.query_chunk is not None and (config.query * config.way) % config.query_chunk:
-        total = config.way * config.query
-        raise ConfigError(
-            f"query_chunk={config.query_chunk} must divide way * query = {total}.",
-            field="query_chunk",
-        )
     if config.method == "es":
         from esmeta_core import es
 
@@ -407,19 +414,44 @@ def validate_config(config: TrainConfig, num_devices: int = 1) -> None:
 RESUMABLE = ("steps", "eval_episodes", "log_every", "checkpoint_every", "max_nonfinite_steps")
 
 
-# Fields added after checkpoints were first hashed: left out of the hash while they hold
-# their default, so a run saved before they existed still resumes (a test checks).
-HASHED_ONLY_WHEN_SET = {"guide_fraction": 0.0, "subspace_dim": 0}
-
-
 def config_hash(config: TrainConfig) -> str:
-    """A short SHA-256 of the fields that define what is trained (not :data:`RESUMABLE`)."""
+    """A short SHA-256 of the fields that define what is trained and differ from their defaults.
+
+    :data:`RESUMABLE` fields are left out, and so is every field at its default: a
+    field added later (at its default) leaves the hash of a run saved before it
+    existed unchanged, so that run still resumes.
+    """
+    defaults = type(config)()
     fields = {
         k: v
         for k, v in config.to_json().items()
-        if k not in RESUMABLE and not (k in HASHED_ONLY_WHEN_SET and v == HASHED_ONLY_WHEN_SET[k])
+        if k not in RESUMABLE and v != getattr(defaults, k)
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def saved_config_hashes(config: TrainConfig, saved: dict[str, Any] | None) -> set[str]:
+    """The config hashes that a checkpoint of ``config`` may carry: today's and the older one.
+
+    Checkpoints written before :func:`config_hash` skipped default fields carry the
+    SHA-256 of every field of the run's ``config.json`` (``saved``, as read from the
+    file) except :data:`RESUMABLE`, with ``guide_fraction`` and ``subspace_dim`` left
+    out at 0. That hash is accepted too, computed from ``saved`` as it is and with the
+    :data:`REMOVED_FIELDS` put back at their "off" values (a ``config.json`` that this
+    version rewrote when it resumed the run).
+    """
+    hashes = {config_hash(config)}
+    if saved is None:
+        return hashes
+    as_read = TrainConfig.from_json(saved).to_json()  # whole numbers in float fields as floats
+    for old in (saved, {**REMOVED_FIELDS, **saved}):
+        fields = {
+            k: as_read.get(k, v)
+            for k, v in old.items()
+            if k not in RESUMABLE and not (k in ("guide_fraction", "subspace_dim") and v == 0)
+        }
+        hashes.add(hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16])
+    return hashes
 
 
 def differences(saved: TrainConfig, asked: TrainConfig) -> list[str]:
@@ -439,6 +471,5 @@ def es_config(config: TrainConfig):
         population=config.population,
         sigma=config.sigma,
         chunk_size=config.chunk_size,
-        communication=config.communication,
         shaping=config.shaping,
     )

@@ -1,4 +1,4 @@
-"""The optimizer of a training run: Adam(W), a learning-rate schedule, kernel projection.
+"""The optimizer of a training run: Adam, a learning-rate schedule, kernel projection.
 
 All of it descends the gradient (or the ES estimate) it is given, and all of
 it is plain optax, so ES and backprop runs share one optimizer.
@@ -7,9 +7,9 @@ Batch norm makes every Conv kernel before it *scale-invariant* per output
 channel: ``L(c W) = L(W)`` for ``c > 0``. Adam's steps are a fixed size, so the
 kernels' norms grow by a random walk and silently cut the effective learning
 rate (step / norm) and, for ES, the effective sigma (van Laarhoven 2017,
-arXiv:1706.05350). Two treatments are here: weight decay (AdamW), and
-:func:`project_to_unit_channels`, which puts every kernel channel back on the
-unit sphere after each step, so step size and sigma keep their meaning.
+arXiv:1706.05350). :func:`project_to_unit_channels` puts every kernel channel back
+on the unit sphere after each step, so step size and sigma keep their meaning. This
+module knows no model: the caller says which leaves are kernels (a mask).
 """
 
 from __future__ import annotations
@@ -53,26 +53,6 @@ def lr_schedule(
     if kind == "constant":
         return optax.constant_schedule(lr)
     raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {kind!r}.")
-
-
-def conv_kernel_mask(params: Any) -> Any:
-    """True at every ``Conv_*/kernel`` leaf (the batch-normed, scale-invariant ones)."""
-
-    def is_kernel(path, _):
-        names = [getattr(p, "key", "") for p in path]
-        return len(names) >= 2 and str(names[-2]).startswith("Conv") and names[-1] == "kernel"
-
-    return jax.tree_util.tree_map_with_path(is_kernel, params)
-
-
-def conv_bias_mask(params: Any) -> Any:
-    """True at every ``Conv_*/bias`` leaf: a batch norm right after cancels them."""
-
-    def is_bias(path, _):
-        names = [getattr(p, "key", "") for p in path]
-        return len(names) >= 2 and str(names[-2]).startswith("Conv") and names[-1] == "bias"
-
-    return jax.tree_util.tree_map_with_path(is_bias, params)
 
 
 def unit_channels(x: jax.Array) -> jax.Array:
@@ -125,8 +105,8 @@ def first_moment(opt_state: Any) -> Any:
 
     (no bias correction): an exponential average of the gradients (or ES
     estimates) given so far, shaped like ``params``; zeros before the first step.
-    Found by name in the ``ScaleByAdamState`` wherever the chain (AdamW, the
-    kernel projection) puts it. Guided ES uses it as its surrogate direction.
+    Found by name in the ``ScaleByAdamState`` wherever the chain (the kernel
+    projection) puts it; ``scripts/diagnostics/es_plateau.py`` measures it.
 
     Args:
       opt_state: the state of an optimizer with one Adam inside.
@@ -147,27 +127,35 @@ def first_moment(opt_state: Any) -> Any:
     return mu
 
 
-def make_optimizer(config: Any) -> optax.GradientTransformation:
+def make_optimizer(
+    config: Any, *, kernel_mask: Callable[[Any], Any] | Any = None
+) -> optax.GradientTransformation:
     """The optimizer of a :class:`~esmeta_core.configs.TrainConfig`.
 
-    Adam (``b1 = config.adam_b1``) with the schedule of :func:`lr_schedule`;
-    AdamW with decoupled weight decay on the conv kernels when
-    ``config.weight_decay > 0`` (Loshchilov & Hutter 2017, arXiv:1711.05101);
-    then :func:`project_to_unit_channels` when ``config.unit_kernels``.
+    Adam (``b1 = config.adam_b1``) with the schedule of :func:`lr_schedule`, then
+    :func:`project_to_unit_channels` on the leaves of ``kernel_mask`` when
+    ``config.unit_kernels``.
+
+    Args:
+      config: a ``TrainConfig`` (its ``lr``, ``lr_schedule``, ``steps``,
+        ``lr_final_fraction``, ``adam_b1`` and ``unit_kernels``).
+      kernel_mask: which leaves are batch-normed kernels, a pytree of bools shaped
+        like ``params`` or a callable ``params -> that pytree`` (the model knows its
+        names, e.g. :func:`esmeta_core.protonet.conv_kernel_mask`). Needed only with
+        ``unit_kernels``.
+
+    Raises:
+      ValueError: ``config.unit_kernels`` without a ``kernel_mask``.
     """
     schedule = lr_schedule(
         config.lr,
         kind=config.lr_schedule,
         steps=config.steps,
-        halving_every=config.lr_halving_every,
         final_fraction=config.lr_final_fraction,
     )
-    if config.weight_decay > 0:
-        opt = optax.adamw(
-            schedule, b1=config.adam_b1, weight_decay=config.weight_decay, mask=conv_kernel_mask
-        )
-    else:
-        opt = optax.adam(schedule, b1=config.adam_b1)
+    opt = optax.adam(schedule, b1=config.adam_b1)
     if config.unit_kernels:
-        opt = optax.chain(opt, project_to_unit_channels(conv_kernel_mask))
+        if kernel_mask is None:
+            raise ValueError("unit_kernels needs a kernel_mask: which leaves are the kernels.")
+        opt = optax.chain(opt, project_to_unit_channels(kernel_mask))
     return opt

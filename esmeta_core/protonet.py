@@ -265,8 +265,9 @@ class Conv4(nn.Module):
     monotone, so ``maxpool(relu(x m + o)) = relu(maxpool(x m) + o)`` exactly: the
     offset and the ReLU are applied to the 4x smaller pooled map. With the first
     layer of :class:`Conv3x3` this makes a training step of the ``main`` preset
-    (Conv4-16) 1.6x faster on a CPU than with :class:`PlainConv4`
-    (``benchmarks/conv4_forward.py``; 0.22 -> 0.12 s per step in the committed runs),
+    (Conv4-16) 1.6x faster on a CPU than with the textbook composition (``nn.Conv``,
+    batch norm, ReLU, ``nn.max_pool``: ``benchmarks/reference_conv4.py``, timed by
+    ``benchmarks/conv4_forward.py``; 0.22 -> 0.12 s per step in the committed runs),
     Conv4-32's about 1.06x (1.22x with the patch moments below), and a single forward
     pass not at all, with the same
     parameters and the same numbers up to float rounding (``tests/test_protonet.py``).
@@ -275,23 +276,18 @@ class Conv4(nn.Module):
     come from the patches' mean and 9x9 covariance (:func:`linear_map_moments`) and its
     multiplier is folded into the kernel: each ES member forms one full-resolution map
     (the matmul) instead of also reading it back for the statistics. The ``long``
-    preset's runs took 0.208 s per step before (``results/protonet/long/``) and 0.167 s
+    preset's runs took 0.208 s per step before (``results/protonet/long-pop64/``) and 0.167 s
     after (``results/protonet/long-18500steps/``), from their ``metrics.jsonl``.
 
     ``separable=True`` makes every layer after the first a :class:`SeparableConv3x3`
     (the first has one input channel, where a full 3x3 convolution has only
     ``9 width`` weights): Conv4-64 then has 15,360 parameters instead of 111,936.
 
-    ``first_width`` (default ``width``) sets the first layer's channels. That layer
-    runs at the full 28x28 resolution, so in an ES population loop it costs more
-    time per parameter than any other (a narrower one also costs capacity:
-    ``results/protonet/capacity-2000steps/capacity.json``).
     """
 
     width: int = 64
     depth: int = 4
     separable: bool = False
-    first_width: int | None = None
 
     @nn.compact
     def __call__(
@@ -307,19 +303,13 @@ class Conv4(nn.Module):
         ``x * transform.gamma[i] + transform.beta[i]`` (FWT, see the module docstring).
         """
         stats_rows = x.shape[0] if stats_rows is None else stats_rows
-        first_width = self.width if self.first_width is None else self.first_width
-        if transform is not None and first_width != self.width:
-            raise ValueError(
-                f"transform (FWT) needs every layer {self.width} channels wide, got "
-                f"first_width={first_width}; leave first_width unset."
-            )
         if transform is not None and jnp.shape(transform.gamma) != (self.depth, self.width):
             raise ValueError(
                 f"transform must be f32[depth, width] = [{self.depth}, {self.width}], "
                 f"got gamma of shape {jnp.shape(transform.gamma)}."
             )
         for i in range(self.depth):
-            features = first_width if i == 0 else self.width
+            features = self.width
             norm = SupportBatchNorm(name=f"SupportBatchNorm_{i}")
             if x.shape[-1] == 1:  # the images: batch norm from patch moments
                 kernel, bias = Conv3x3(features, name=f"Conv_{i}").weights(1)
@@ -350,37 +340,6 @@ def _transformed(
     return multiplier * gamma, offset * gamma + beta
 
 
-class PlainConv4(nn.Module):
-    """The textbook Conv4: ``nn.Conv``, batch norm, ReLU, ``nn.max_pool``, in that order.
-
-    Same parameters (names, shapes, initialisation) and the same embedding as
-    :class:`Conv4` up to float rounding, and slower in an ES population loop on a CPU.
-    The reference that ``tests/test_protonet.py`` and ``benchmarks/conv4_forward.py``
-    compare :class:`Conv4` with.
-    """
-
-    width: int = 64
-    depth: int = 4
-
-    @nn.compact
-    def __call__(
-        self,
-        x: jax.Array,
-        *,
-        stats_rows: int | None = None,
-        transform: FeatureTransform | None = None,
-    ) -> jax.Array:
-        """Embeds images: f32[n, h, w, 1] -> f32[n, d] (``transform`` as in :class:`Conv4`)."""
-        stats_rows = x.shape[0] if stats_rows is None else stats_rows
-        for i in range(self.depth):
-            x = nn.Conv(self.width, (3, 3), padding="SAME")(x)
-            x = SupportBatchNorm(name=f"SupportBatchNorm_{i}")(x, stats_rows)
-            if transform is not None:
-                x = x * transform.gamma[i] + transform.beta[i]
-            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-        return x.reshape(x.shape[0], -1)
-
-
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 max-pool, stride 2, ``VALID`` (odd sizes drop the last row and column).
 
@@ -389,6 +348,34 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     n, h, w, c = x.shape
     x = x[:, : h - h % 2, : w - w % 2]
     return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def _leaf_mask(params: Any, leaf_name: str) -> Any:
+    """True at every ``Conv_*/<leaf_name>`` leaf of a Conv4's parameters."""
+
+    def matches(path, _):
+        names = [getattr(p, "key", "") for p in path]
+        return len(names) >= 2 and str(names[-2]).startswith("Conv") and names[-1] == leaf_name
+
+    return jax.tree_util.tree_map_with_path(matches, params)
+
+
+def conv_kernel_mask(params: Any) -> Any:
+    """True at every ``Conv_*/kernel`` leaf: the batch-normed, scale-invariant kernels.
+
+    A pytree of bools shaped like ``params`` (the mask of
+    :func:`esmeta_core.optim.make_optimizer`'s kernel projection).
+    """
+    return _leaf_mask(params, "kernel")
+
+
+def conv_bias_mask(params: Any) -> Any:
+    """True at every ``Conv_*/bias`` leaf: a batch norm right after cancels them.
+
+    A pytree of bools shaped like ``params``; its negation is the ``perturb`` mask of
+    :func:`esmeta_core.es.es_grad_masked` when the conv biases are not perturbed.
+    """
+    return _leaf_mask(params, "bias")
 
 
 def init_params(key: jax.Array, model: Conv4, image_size: int = 28) -> Any:

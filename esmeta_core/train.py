@@ -32,12 +32,11 @@ from tqdm import tqdm  # plain text bars: the same in terminals, notebooks and C
 
 from esmeta_core import checkpoint, protonet, report, sharding
 from esmeta_core.checkpoint import TrainState
-from esmeta_core.configs import TrainConfig, config_hash, validate_config
+from esmeta_core.configs import TrainConfig, config_hash, saved_config_hashes, validate_config
 from esmeta_core.data import load_split, sample_episodes
 from esmeta_core.evaluation import Evaluation, evaluate
 from esmeta_core.train_step import (  # noqa: F401 (re-exported: the step's pieces)
     all_finite,
-    es_options,
     init_state,
     make_optimizer,
     make_train_step,
@@ -85,7 +84,8 @@ def prepare(
     state = init_state(config, model_for(config))
     state = TrainState(0, *sharding.replicate((state.params, state.opt_state), mesh))
     if resume and checkpoint.latest_step(workdir) is not None:
-        expected = None if allow_changes else config_hash(config)
+        saved = json.loads((workdir / checkpoint.CONFIG).read_text())
+        expected = None if allow_changes else saved_config_hashes(config, saved)
         state = checkpoint.restore(workdir, state, config_hash=expected)
     if is_writer():
         checkpoint.write_config(workdir, config)
@@ -135,7 +135,6 @@ def train_loop(
         is written from such a step on, so the last one saved is a good one.
     """
     images = load_split(config.split).images
-    train_way = config.train_way or config.way if config.method == "backprop" else config.way
     train_step = make_train_step(config, model_for(config), mesh)
     start, wall0, bad_run = state.step, time.perf_counter(), 0
     desc = f"{config.method} {config.way}w{config.shot}s"
@@ -149,8 +148,8 @@ def train_loop(
                 images,
                 seed=config.seed,
                 step=state.step,
-                batch=config.batch,
-                way=train_way,
+                batch=1,
+                way=config.training_way,
                 shot=config.shot,
                 query=config.query,
             )
@@ -175,7 +174,7 @@ def train_loop(
                 record.update(
                     step=done,
                     wall_s=round(elapsed, 2),
-                    episodes_per_s=round((done - start) * config.batch / elapsed, 3),
+                    episodes_per_s=round((done - start) / elapsed, 3),
                 )
                 if is_writer():
                     log.write(json.dumps(record) + "\n")

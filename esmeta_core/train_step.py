@@ -1,7 +1,16 @@
-"""One training step of a ProtoNet, by backprop or by sharded ES, and what it needs.
+"""One training step of a ProtoNet, by backprop or by sharded ES: the training-step contract.
 
-:func:`make_train_step` builds the jitted ``(params, opt_state, key, episodes) ->
-(params, opt_state, metrics)`` that :mod:`esmeta_core.train`'s loop calls;
+The pieces every user of a training step shares (training, the diagnostics in
+``scripts/diagnostics/`` and the benchmarks):
+
+- :func:`make_episode_loss` and :func:`make_loss`: the training loss, the ES fitness
+  and the backprop loss alike, on ``config.training_way`` classes;
+- :func:`make_loss_and_metrics`: the loss and accuracy reported for a step;
+- :func:`make_gradient`: the step's gradient, :func:`esmeta_core.es.es_grad_masked`
+  sharded over a mesh (``method="es"``) or ``jax.grad`` (``"backprop"``);
+- :func:`make_train_step`: the jitted ``(params, opt_state, key, episodes) ->
+  (params, opt_state, metrics)`` that :mod:`esmeta_core.train`'s loop calls.
+
 :func:`init_state` is a run's first state and :func:`step_key` the ES noise key of a
 step (``fold_in(key(seed + 1), step)``), so a run is reproducible from its seed.
 """
@@ -15,10 +24,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from esmeta_core import es, optim, protonet, subspace
+from esmeta_core import es, optim, protonet
 from esmeta_core.checkpoint import TrainState
 from esmeta_core.configs import TrainConfig, es_config
 from esmeta_core.data import Episode
+
+Loss = Callable[[Any, Episode], jax.Array]
 
 
 def all_finite(tree: Any) -> jax.Array:
@@ -26,12 +37,14 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-make_optimizer = optim.make_optimizer  # its home is esmeta_core/optim.py
-
-
 def model_for(config: TrainConfig) -> protonet.Conv4:
     """The Conv4 embedding a config trains: ``width`` channels, ``separable`` or not."""
-    return protonet.Conv4(config.width, separable=config.separable, first_width=config.first_width)
+    return protonet.Conv4(config.width, separable=config.separable)
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """:func:`esmeta_core.optim.make_optimizer` with the Conv4's kernels as the kernel mask."""
+    return optim.make_optimizer(config, kernel_mask=protonet.conv_kernel_mask)
 
 
 def init_state(config: TrainConfig, model: protonet.Conv4) -> TrainState:
@@ -44,83 +57,120 @@ def step_key(seed: int, step: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed + 1), step)
 
 
+def perturb_mask(config: TrainConfig, params: Any) -> Any:
+    """Which leaves ES perturbs: all (``None``), or all but the conv biases."""
+    if config.perturb_conv_bias:
+        return None
+    return jax.tree.map(lambda b: not b, protonet.conv_bias_mask(params))
+
+
+def make_episode_loss(
+    config: TrainConfig, model: protonet.Conv4, *, query_chunk: int | None = None
+) -> Loss:
+    """``loss(params, episode) -> f32[]``: one episode's mean query cross-entropy.
+
+    The episode has no batch axis; it has ``config.training_way`` classes.
+    ``query_chunk`` embeds the queries that many at a time (the same loss, flat
+    memory; see :func:`esmeta_core.protonet.episode_loss_and_accuracy`).
+    """
+
+    def loss(params: Any, episode: Episode) -> jax.Array:
+        return protonet.episode_loss(
+            model, params, episode, way=config.training_way, query_chunk=query_chunk
+        )
+
+    return loss
+
+
+def make_loss(config: TrainConfig, model: protonet.Conv4) -> Loss:
+    """``loss(params, episodes) -> f32[]``: the training loss, ES fitness and backprop loss.
+
+    .. math::
+
+       L(\\theta) = \\frac{1}{B} \\sum_{b=1}^{B} \\mathrm{CE}_b(\\theta),
+
+    the mean over the episodes' leading ``[B]`` axis of :func:`make_episode_loss`.
+    """
+    episode_loss = make_episode_loss(config, model)
+
+    def loss(params: Any, episodes: Episode) -> jax.Array:
+        return jax.vmap(lambda e: episode_loss(params, e))(episodes).mean()
+
+    return loss
+
+
+def make_loss_and_metrics(
+    config: TrainConfig, model: protonet.Conv4
+) -> Callable[[Any, Episode], dict[str, jax.Array]]:
+    """``metrics(params, episodes) -> {"loss": f32[], "accuracy": f32[]}`` at ``params``.
+
+    Means over the episodes' leading ``[B]`` axis, on ``config.training_way`` classes.
+    """
+
+    def metrics(params: Any, episodes: Episode) -> dict[str, jax.Array]:
+        loss, acc = jax.vmap(
+            lambda e: protonet.episode_loss_and_accuracy(model, params, e, way=config.training_way)
+        )(episodes)
+        return {"loss": loss.mean(), "accuracy": acc.mean()}
+
+    return metrics
+
+
+def make_gradient(
+    config: TrainConfig, model: protonet.Conv4, mesh: jax.sharding.Mesh
+) -> Callable[[Any, jax.Array, Episode], tuple[Any, dict[str, jax.Array]]]:
+    """``gradient(params, key, episodes) -> (grads, metrics)`` of :func:`make_loss`.
+
+    ``method="es"``: :func:`esmeta_core.es.es_grad_masked` sharded over ``mesh``
+    (:func:`perturb_mask`), with ``metrics`` the population's loss mean and std and
+    its number of non-finite members. ``"backprop"``: ``jax.grad`` (``key`` unused),
+    with no metrics. Not jitted: call it inside ``jax.jit``.
+    """
+    loss = make_loss(config, model)
+    if config.method == "backprop":
+        return lambda params, key, episodes: (jax.grad(loss)(params, episodes), {})
+
+    def gradient(params, key, episodes):
+        grads, stats = es.es_grad_masked(
+            loss,
+            params,
+            key,
+            episodes,
+            perturb=perturb_mask(config, params),
+            config=es_config(config),
+            mesh=mesh,
+        )
+        metrics = {
+            "population_loss": stats.loss_mean,
+            "population_loss_std": stats.loss_std,
+            "num_nonfinite": stats.num_nonfinite,
+        }
+        return grads, metrics
+
+    return gradient
+
+
 def make_train_step(
     config: TrainConfig, model: protonet.Conv4, mesh: jax.sharding.Mesh
 ) -> Callable[[Any, Any, jax.Array, Episode], tuple[Any, Any, dict[str, jax.Array]]]:
     """A jitted ``(params, opt_state, key, episodes) -> (params, opt_state, metrics)``.
 
-    ``episodes`` carry a leading ``[batch]`` axis. With ``method="es"`` the
-    gradient is :func:`esmeta_core.es.es_grad` sharded over ``mesh``; with
-    ``"backprop"`` it is ``jax.grad``. Either way Adam applies it. With
-    ``config.guide_fraction > 0`` the ES noise is guided by Adam's first moment
-    (:func:`esmeta_core.optim.first_moment`; Guided ES, arXiv:1806.10230), so a
-    resumed run needs no state beyond the optimizer's. With ``config.subspace_dim > 0``
-    the ES noise lies in a fixed random subspace (:mod:`esmeta_core.subspace`) and a
-    backprop gradient is projected onto one.
+    ``episodes`` carry a leading ``[batch]`` axis. The gradient is
+    :func:`make_gradient`'s (ES or backprop); :func:`make_optimizer` applies it.
+    ``metrics``: the gradient's, then ``loss`` and ``accuracy`` at ``params``
+    (:func:`make_loss_and_metrics`), ``grad_norm`` and ``params_finite``.
     """
     optimizer = make_optimizer(config)
-    train_way = config.train_way or config.way if config.method == "backprop" else config.way
-
-    def loss_fn(params, episodes):
-        losses = jax.vmap(
-            lambda e: protonet.episode_loss(
-                model, params, e, way=train_way, query_chunk=config.query_chunk
-            )
-        )(episodes)
-        return losses.mean()
-
-    def center_metrics(params, episodes):
-        loss, acc = jax.vmap(
-            lambda e: protonet.episode_loss_and_accuracy(model, params, e, way=train_way)
-        )(episodes)
-        return loss.mean(), acc.mean()
+    gradient = make_gradient(config, model, mesh)
+    loss_and_metrics = make_loss_and_metrics(config, model)
 
     @jax.jit
     def train_step(params, opt_state, key, episodes):
-        metrics = {}
-        if config.method == "es":
-            guided = config.guide_fraction > 0
-            grads, stats = es.es_grad_with_options(
-                loss_fn,
-                params,
-                key,
-                episodes,
-                config=es_config(config),
-                mesh=mesh,
-                guide=optim.first_moment(opt_state) if guided else None,
-                guide_fraction=config.guide_fraction,
-                subspace_dim=config.subspace_dim,
-                subspace_key=subspace.basis_key(config.seed) if config.subspace_dim else None,
-                **es_options(config, params),
-            )
-            metrics.update(
-                population_loss=stats.loss_mean,
-                population_loss_std=stats.loss_std,
-                num_nonfinite=stats.num_nonfinite,
-            )
-        else:
-            grads = jax.grad(loss_fn)(params, episodes)
-            if config.subspace_dim:  # the subspace's ceiling: P P^T g
-                grads = subspace.project_gradient(
-                    grads, subspace.basis_key(config.seed), config.subspace_dim
-                )
-        loss, acc = center_metrics(params, episodes)
-        metrics.update(loss=loss, accuracy=acc, grad_norm=optax.tree.norm(grads))
+        grads, metrics = gradient(params, key, episodes)
+        metrics.update(loss_and_metrics(params, episodes), grad_norm=optax.tree.norm(grads))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics.update(params_finite=all_finite(params))
         return params, opt_state, metrics
 
     return train_step
-
-
-def es_options(config: TrainConfig, params: Any) -> dict[str, Any]:
-    """``perturb`` and ``sigma_scales`` of :func:`esmeta_core.es.es_grad_with_options`."""
-    kernels = optim.conv_kernel_mask(params)
-    perturb = None
-    if not config.perturb_conv_bias:
-        perturb = jax.tree.map(lambda b: not b, optim.conv_bias_mask(params))
-    scales = None
-    if config.relative_sigma:
-        scales = jax.tree.map(lambda x, k: es.channel_norms(x) if k else 1.0, params, kernels)
-    return {"perturb": perturb, "sigma_scales": scales}

@@ -80,16 +80,6 @@ def main() -> None:
             for name, leaf in grads.items():
                 results[f"{size}/{scheme}/{name}"] = leaf
             results[f"{size}/{scheme}/losses"] = sharding.to_host(stats.losses)
-            # Guided ES along a fixed direction: the u part must not depend on the mesh either.
-            guide = sharding.replicate(jax.tree.map(lambda x: np.cos(x) + 0.1, params), mesh)
-            guided_fn = jax.jit(
-                lambda p, k, g, *a, config=config, mesh=mesh: es.es_grad(
-                    loss_fn, p, k, *a, config=config, mesh=mesh, guide=g, guide_fraction=0.5
-                )
-            )
-            guided, _ = guided_fn(inputs[0], inputs[1], guide, *inputs[2:])
-            for name, leaf in sharding.to_host(guided).items():
-                results[f"{size}/{scheme}/guided_{name}"] = leaf
     if not multi or jax.process_index() == 0:
         np.savez(out, **results)
     print("worker done", jax.process_index(), jax.device_count(), flush=True)

@@ -35,19 +35,3 @@ def test_separable_is_a_train_override_and_an_experiment_field():
         capacity.Config, ["--separable-widths", "32,48"], "esmeta experiment capacity"
     )
     assert parsed.separable_widths == (32, 48)
-
-
-def test_first_widths_add_separable_rows_with_a_narrow_first_layer():
-    config = capacity.Config(steps=40, widths=(16,), separable_widths=(32,), first_widths=(16,))
-    narrow = capacity.train_config(config, 32, separable=True, first_width=16)
-    assert narrow == dataclasses.replace(
-        capacity.train_config(config, 32, separable=True), first_width=16
-    )
-    args = cli.build_parser().parse_args(
-        ["train", "--preset", "long", "--first-width", "16", "--workdir", "w"]
-    )
-    assert cli.config_from_args(args).first_width == 16
-    parsed = cli.experiment_config(
-        capacity.Config, ["--first-widths", "8,16"], "esmeta experiment capacity"
-    )
-    assert parsed.first_widths == (8, 16)

@@ -101,7 +101,7 @@ def test_version_is_the_installed_packages(esmeta):
     [
         ([], PRESETS["main"]),
         (["--preset", "long", "--steps", "7", "--seed", "3"], None),
-        (["--preset", "smoke", "--separable", "yes", "--query-chunk", "5"], None),
+        (["--preset", "backprop-5w1s", "--separable", "yes", "--train-way", "none"], None),
     ],
     ids=["default-main", "long-with-overrides", "smoke-bool-and-optional"],
 )

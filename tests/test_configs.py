@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,16 +16,13 @@ from esmeta_core.configs import ConfigError, TrainConfig
 
 BOUNDED = settings(max_examples=60, deadline=None, derandomize=True)
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def test_every_config_field_has_a_validation_rule():
     missing = [name for name in FIELDS if name not in configs.RULES]
     assert not missing, f"add a rule to configs.RULES for {missing}"
     assert set(configs.RULES) == set(FIELDS)  # and no rule for a field that is gone
-
-
-def test_communication_choices_match_the_es_module():
-    assert configs.COMMUNICATIONS == es.COMMUNICATIONS
 
 
 def test_shaping_and_schedule_choices_match_their_modules():
@@ -51,21 +49,10 @@ def test_every_preset_passes_validation(name):
         ({"train_way": -1}, "train_way"),
         ({"seed": 1.5}, "seed"),
         ({"seed": -1}, "seed"),
-        ({"query_chunk": 0}, "query_chunk"),
-        ({"query_chunk": -5}, "query_chunk"),
-        ({"query_chunk": 7}, "query_chunk"),
-        ({"lr_halving_every": 0}, "lr_halving_every"),
         ({"steps": True}, "steps"),
         ({"max_nonfinite_steps": 0}, "max_nonfinite_steps"),
-        ({"communication": "mpi"}, "communication"),
         ({"population": 7}, "population"),
         ({"way": 2000}, "way"),
-        ({"guide_fraction": 1.0}, "guide_fraction"),
-        ({"guide_fraction": -0.1}, "guide_fraction"),
-        ({"guide_fraction": float("nan")}, "guide_fraction"),
-        ({"guide_fraction": "0.5"}, "guide_fraction"),
-        ({"subspace_dim": -1}, "subspace_dim"),
-        ({"subspace_dim": 8.5}, "subspace_dim"),
     ],
     ids=lambda v: str(v) if not isinstance(v, dict) else ",".join(f"{k}={v[k]!r}" for k in v),
 )
@@ -82,12 +69,12 @@ def test_bad_field_raises_config_error_naming_it(changes, field):
         ('{"lr": null}', "lr must be a finite number > 0, got None"),
         ('{"train_way": "5"}', "train_way must be a whole number >= 2 or null, got '5'"),
         ('{"seed": 1.5}', "seed must be a whole number >= 0, got 1.5"),
-        ('{"query_chunk": 0}', "query_chunk must be a whole number >= 1 or null, got 0"),
+        ('{"shot": 0}', "shot must be a whole number >= 1, got 0"),
         ("[1, 2]", "must be a JSON object of TrainConfig fields, got list"),
         ('{"lr": 0.1,}', "is not valid JSON"),
         ('{"learning_rate": 0.1}', "Unknown config fields \\['learning_rate'\\]"),
     ],
-    ids=["lr-null", "train-way-string", "seed-float", "query-chunk-0", "list", "bad-json", "typo"],
+    ids=["lr-null", "train-way-string", "seed-float", "shot-0", "list", "bad-json", "typo"],
 )
 def test_bad_config_file_raises_config_error_naming_the_file(tmp_path, text, match):
     path = tmp_path / "bad.json"
@@ -108,23 +95,143 @@ def test_config_hash_ignores_only_the_resumable_fields():
     assert configs.config_hash(dataclasses.replace(base, lr=0.5)) != configs.config_hash(base)
 
 
-def test_a_field_added_later_changes_the_hash_only_when_set():
-    """Runs saved before ``guide_fraction`` existed keep their hash, so they still resume."""
-    import hashlib
-    import json
+# Fields that were removed, each with its "off" value and a value that meant "on".
+REMOVED = {
+    "guide_fraction": (0.0, 0.5),
+    "subspace_dim": (0, 256),
+    "relative_sigma": (False, True),
+    "weight_decay": (0.0, 0.1),
+    "first_width": (None, 16),
+    "batch": (1, 4),
+    "lr_halving_every": (2000, 500),
+    "query_chunk": (None, 25),
+    "communication": ("psum", "regenerate"),
+}
 
-    base = configs.PRESETS["main"]
-    before = {
-        k: v
-        for k, v in base.to_json().items()
-        if k not in configs.RESUMABLE and k not in configs.HASHED_ONLY_WHEN_SET
-    }
-    digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
-    assert configs.config_hash(base) == digest
-    guided = dataclasses.replace(base, guide_fraction=0.5)
-    assert configs.config_hash(guided) != configs.config_hash(base)
-    in_subspace = dataclasses.replace(base, subspace_dim=256)
-    assert configs.config_hash(in_subspace) != configs.config_hash(base)
+
+def test_the_removed_fields_are_exactly_the_ones_listed():
+    assert set(configs.REMOVED_FIELDS) == set(REMOVED)
+    assert not set(REMOVED) & set(FIELDS)
+
+
+@pytest.mark.parametrize("name", sorted(REMOVED))
+def test_a_removed_field_at_its_off_value_still_loads(name):
+    off, _ = REMOVED[name]
+    assert TrainConfig.from_json({"lr": 0.5, name: off}) == TrainConfig(lr=0.5)
+
+
+@pytest.mark.parametrize("name", sorted(REMOVED))
+def test_a_removed_field_at_another_value_is_refused_in_one_line_naming_it(name, tmp_path):
+    _, on = REMOVED[name]
+    with pytest.raises(ConfigError, match=f"{name}=.*removed.*de88ab2") as info:
+        TrainConfig.from_json({name: on})
+    assert info.value.field == name and "\n" not in str(info.value)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({name: on}))
+    with pytest.raises(ConfigError, match=f"{path}: {name}="):
+        TrainConfig.load(path)
+
+
+def test_false_and_zero_are_not_each_others_off_value():
+    with pytest.raises(ConfigError, match="relative_sigma"):
+        TrainConfig.from_json({"relative_sigma": 0})
+    with pytest.raises(ConfigError, match="subspace_dim"):
+        TrainConfig.from_json({"subspace_dim": False})
+
+
+def test_every_committed_run_config_loads_unless_it_used_a_removed_option():
+    root = RESULTS
+    saved = [(p, json.loads(p.read_text())) for p in root.rglob("config.json")]
+    saved += [(p, json.loads(p.read_text()).get("config")) for p in root.rglob("summary.json")]
+    saved = [(p, c) for p, c in saved if isinstance(c, dict) and "method" in c]
+    assert len(saved) > 50
+    refused = set()
+    for path, data in saved:
+        on = [k for k in REMOVED if k in data and data[k] != REMOVED[k][0]]
+        if on:
+            with pytest.raises(ConfigError, match="removed"):
+                TrainConfig.from_json(data)
+            refused.add(path.relative_to(root).parts[1])
+        else:
+            TrainConfig.from_json(data)
+    # Only the ablation rows, Guided ES, subspace ES and first_width runs used them.
+    assert refused <= {"ablations", "main-guided-0.01", "subspace", "capacity-2000steps"}, refused
+
+
+def _sha16(fields: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_the_hash_covers_only_the_fields_that_differ_from_their_defaults():
+    """``results/protonet/main/config.json`` was saved before ``separable`` existed."""
+    path = RESULTS / "protonet" / "main" / "config.json"
+    saved = json.loads(path.read_text())
+    assert "separable" not in saved
+    config = TrainConfig.from_json(saved)
+    # The main preset's fields away from their defaults, written out by hand.
+    expected = _sha16(
+        {
+            "query": 5,
+            "width": 16,
+            "lr": 0.006,
+            "lr_schedule": "cosine",
+            "lr_final_fraction": 0.1,
+            "adam_b1": 0.99,
+            "unit_kernels": True,
+            "shaping": "pair_z_score",
+            "perturb_conv_bias": False,
+        }
+    )
+    assert configs.config_hash(config) == expected
+    assert configs.config_hash(configs.PRESETS["main"]) == expected
+
+
+def test_a_field_added_later_at_its_default_leaves_the_hash_unchanged():
+    later = dataclasses.make_dataclass(
+        "Later",
+        [("new_option", float, dataclasses.field(default=0.0))],
+        bases=(TrainConfig,),
+        frozen=True,
+    )
+    main = configs.PRESETS["main"].to_json()
+    assert configs.config_hash(later(**main)) == configs.config_hash(configs.PRESETS["main"])
+    assert configs.config_hash(later(**main, new_option=0.5)) != configs.config_hash(
+        configs.PRESETS["main"]
+    )
+
+
+def test_checkpoints_hashed_the_old_way_are_still_accepted():
+    """Before, the hash covered every saved field except the resumable ones (and
+    ``guide_fraction`` and ``subspace_dim`` at 0); such checkpoints keep resuming."""
+    path = RESULTS / "protonet" / "main" / "config.json"
+    saved = json.loads(path.read_text())
+    resumable = ("steps", "eval_episodes", "log_every", "checkpoint_every", "max_nonfinite_steps")
+    old = _sha16(
+        {
+            k: v
+            for k, v in saved.items()
+            if k not in resumable and k not in ("guide_fraction", "subspace_dim")
+        }
+    )
+    config = TrainConfig.from_json(saved)
+    accepted = configs.saved_config_hashes(config, saved)
+    assert old in accepted and configs.config_hash(config) in accepted
+    # A run saved by the last version that had the removed fields (all of them, at their
+    # off values), whose config.json this version rewrote on resuming it, still passes.
+    last = {**config.to_json(), **{k: off for k, (off, _) in REMOVED.items()}}
+    last_hash = _sha16(
+        {
+            k: v
+            for k, v in last.items()
+            if k not in resumable and k not in ("guide_fraction", "subspace_dim")
+        }
+    )
+    assert last_hash in configs.saved_config_hashes(config, config.to_json())
+    # A config.json edited after the checkpoint does not give the old hash.
+    edited = {**saved, "lr": 0.5}
+    assert old not in configs.saved_config_hashes(TrainConfig.from_json(edited), edited)
 
 
 # Values of every kind a config file or a careless caller can produce.
@@ -169,7 +276,6 @@ def valid_configs(draw):
         lr=draw(st.floats(1e-8, 10.0)),
         population=2 * draw(st.integers(1, 512)),
         sigma=draw(st.floats(1e-8, 10.0)),
-        query_chunk=draw(st.one_of(st.none(), st.sampled_from([1, way, query]))),
         max_nonfinite_steps=draw(st.integers(1, 100)),
         seed=draw(st.integers(0, 2**31)),
     )

@@ -177,7 +177,7 @@ def test_same_gradient_on_2_processes_with_2_devices_each(eight_device_grads, tm
     _finish(procs, 240)
     multi = np.load(out)
     for scheme in es.COMMUNICATIONS:
-        for name in ("w1", "b1", "w2", "losses", "guided_w1", "guided_b1", "guided_w2"):
+        for name in ("w1", "b1", "w2", "losses"):
             np.testing.assert_allclose(
                 multi[f"4/{scheme}/{name}"],
                 eight_device_grads[f"1/psum/{name}"],
@@ -320,48 +320,19 @@ def _quadratic_tree():
     return params, loss
 
 
-def test_options_with_unit_scales_and_all_leaves_are_plain_es_exactly():
+def test_masked_with_every_leaf_perturbed_is_plain_es_exactly():
     params, loss = _quadratic_tree()
     config = es.ESConfig(population=64, sigma=0.05)
     plain, _ = es.es_grad(loss, params, jax.random.key(2), config=config)
-    ones = jax.tree.map(jnp.ones_like, params)
-    wrapped, _ = es.es_grad_with_options(
-        loss, params, jax.random.key(2), config=config, sigma_scales=ones
-    )
-    for p, w in zip(jax.tree.leaves(plain), jax.tree.leaves(wrapped), strict=True):
+    masked, _ = es.es_grad_masked(loss, params, jax.random.key(2), config=config)
+    for p, w in zip(jax.tree.leaves(plain), jax.tree.leaves(masked), strict=True):
         np.testing.assert_array_equal(np.asarray(p), np.asarray(w))
-
-
-def test_norm_relative_sigma_equals_plain_sigma_when_channel_norms_are_1():
-    kernel = jax.random.normal(jax.random.key(0), (3, 3, 2, 4))
-    kernel = kernel / es.channel_norms(kernel)  # every output channel has norm 1
-    params = {"kernel": kernel, "bias": jnp.zeros(4)}
-    loss = lambda p: jnp.sum(jnp.tanh(p["kernel"]) ** 2) + jnp.sum(p["bias"] ** 2)
-    config = es.ESConfig(population=32, sigma=0.02)
-    plain, _ = es.es_grad(loss, params, jax.random.key(1), config=config)
-    scales = {"kernel": es.channel_norms(kernel), "bias": 1.0}
-    relative, _ = es.es_grad_with_options(
-        loss, params, jax.random.key(1), config=config, sigma_scales=scales
-    )
-    for p, r in zip(jax.tree.leaves(plain), jax.tree.leaves(relative), strict=True):
-        np.testing.assert_allclose(np.asarray(p), np.asarray(r), rtol=1e-4, atol=1e-5)
-
-
-def test_per_leaf_sigma_still_estimates_the_gradient():
-    params, loss = _quadratic_tree()
-    config = es.ESConfig(population=16384, sigma=0.01, shaping="raw", chunk_size=256)
-    scales = {"a": 1.5, "b": jnp.asarray([0.5, 1.0, 2.0])}
-    grads, _ = jax.jit(
-        lambda p, k: es.es_grad_with_options(loss, p, k, config=config, sigma_scales=scales)
-    )(params, jax.random.key(0))
-    flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
-    assert _cosine(flat(grads), flat(jax.grad(loss)(params))) >= 0.99
 
 
 def test_unperturbed_leaves_get_zero_gradient_and_the_rest_is_es_on_the_free_leaves():
     params, loss = _quadratic_tree()
     config = es.ESConfig(population=64, sigma=0.05)
-    grads, _ = es.es_grad_with_options(
+    grads, _ = es.es_grad_masked(
         loss, params, jax.random.key(4), config=config, perturb={"a": True, "b": False}
     )
     np.testing.assert_array_equal(np.asarray(grads["b"]), 0.0)
@@ -376,9 +347,42 @@ def test_unperturbed_leaves_get_zero_gradient_and_the_rest_is_es_on_the_free_lea
 
 def test_pair_z_score_weights_have_unit_rms_and_the_sign_of_the_difference():
     losses = jnp.asarray([[1.0, 3.0], [2.0, 1.5], [0.0, 0.0], [5.0, 1.0]])
-    weights = es.pair_weights(losses, "pair_z_score")
+    weights = es.direction_weights(losses, "pair_z_score")
     np.testing.assert_allclose(float(jnp.sqrt(jnp.mean(weights**2))), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(np.sign(weights), [-1.0, 1.0, 0.0, 1.0])
+    # The direction weight is the difference over its root mean square, to the last bit.
+    diffs = losses[:, 0] - losses[:, 1]
+    np.testing.assert_array_equal(weights, diffs / (jnp.sqrt(jnp.mean(diffs**2)) + 1e-12))
+
+
+def test_pair_z_score_without_antithetic_pairs_is_the_z_score():
+    losses = jnp.asarray([[1.0], [3.0], [2.0], [0.5]])
+    np.testing.assert_array_equal(
+        es.direction_weights(losses, "pair_z_score"), es.z_scores(losses[:, 0])
+    )
+
+
+@pytest.mark.parametrize("name", es.SHAPINGS)
+def test_a_shaping_callable_gives_the_estimate_of_its_name(name):
+    params, loss = _quadratic_tree()
+    key, named = jax.random.key(3), es.ESConfig(population=64, sigma=0.05, shaping=name)
+    by_name, _ = es.es_grad(loss, params, key, config=named)
+    function = es.SHAPING_FUNCTIONS[name]
+    by_callable, _ = es.es_grad(loss, params, key, config=named._replace(shaping=function))
+    for a, b in zip(jax.tree.leaves(by_name), jax.tree.leaves(by_callable), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_custom_shaping_callable_sets_the_member_weights():
+    # Weights s_i = 1 for the plus member and 0 for the minus one: g = 1/(N sigma) sum_j eps_j.
+    params, loss = _quadratic_tree()
+    plus_only = lambda s: jnp.tile(jnp.asarray([1.0, 0.0]), 4)
+    config = es.ESConfig(population=8, sigma=0.5, shaping=plus_only)
+    grads, _ = es.es_grad(loss, params, jax.random.key(6), config=config)
+    noise = [es.direction_noise(jax.random.key(6), params, j) for j in range(4)]
+    expected = jax.tree.map(lambda *e: sum(e) / (8 * 0.5), *noise)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
 
 
 def test_pair_z_score_is_invariant_to_the_loss_scale():
@@ -433,166 +437,3 @@ def test_backprop_memory_grows_with_the_episode_while_chunked_es_memory_stays_fl
     )
     assert large["backprop_bytes"] > 4 * small["backprop_bytes"]
     assert large["es_bytes"] < 2 * small["es_bytes"]
-
-
-# ----------------------------------------------------------------------------
-# Guided ES (arXiv:1806.10230): a share of the noise along a surrogate direction.
-
-
-def _guided_problem(dim=200, seed=0):
-    """A quadratic in ``dim`` numbers (two leaves) and its true gradient at the start."""
-    rng = np.random.default_rng(seed)
-    scales = jnp.asarray(np.exp(rng.uniform(-1, 1, size=dim)), jnp.float32)
-    target = jnp.asarray(rng.normal(size=dim), jnp.float32)
-
-    def loss(p):
-        x = jnp.concatenate([p["w"].ravel(), p["b"]])
-        return 0.5 * jnp.sum(scales * (x - target) ** 2)
-
-    params = {"w": jnp.zeros((dim // 10, 9)), "b": jnp.zeros(dim // 10)}
-    return loss, params, jax.grad(loss)(params)
-
-
-def _flat(tree):
-    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
-
-
-def _flat_jnp(tree):
-    return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
-
-
-def _same(a, b):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-def test_guide_fraction_0_is_plain_es_exactly():
-    params, loss = _quadratic_tree()
-    config = es.ESConfig(population=64, sigma=0.05)
-    plain, _ = es.es_grad(loss, params, jax.random.key(2), config=config)
-    guide = jax.tree.map(jnp.ones_like, params)
-    unguided, _ = es.es_grad(
-        loss, params, jax.random.key(2), config=config, guide=guide, guide_fraction=0.0
-    )
-    _same(plain, unguided)
-
-
-@pytest.mark.parametrize("bad", ["zeros", "nan"])
-def test_a_zero_or_nonfinite_guide_falls_back_to_plain_es_exactly(bad):
-    params, loss = _quadratic_tree()
-    config = es.ESConfig(population=64, sigma=0.05)
-    fill = 0.0 if bad == "zeros" else jnp.nan
-    guide = jax.tree.map(lambda x: jnp.full_like(x, fill), params)
-    plain, _ = jax.jit(lambda p, k: es.es_grad(loss, p, k, config=config))(
-        params, jax.random.key(2)
-    )
-    guided, _ = jax.jit(
-        lambda p, k, g: es.es_grad(loss, p, k, config=config, guide=g, guide_fraction=0.5)
-    )(params, jax.random.key(2), guide)
-    _same(plain, guided)
-
-
-@pytest.mark.parametrize("fraction", [1.0, -0.1, 1.5])
-def test_guide_fraction_outside_0_1_is_rejected(fraction):
-    params, loss = _quadratic_tree()
-    with pytest.raises(ValueError, match="guide_fraction"):
-        es.es_grad(loss, params, jax.random.key(0), guide=params, guide_fraction=fraction)
-
-
-def test_guided_perturbations_have_variance_a_d_plus_1_minus_a_along_u_and_1_minus_a_across():
-    a, directions = 0.5, 20000
-    params = {"w": jnp.zeros((5, 6)), "b": jnp.zeros(10)}  # D = 40
-    dim = 40
-    rng = np.random.default_rng(1)
-    u_flat, v_flat = np.linalg.qr(rng.normal(size=(dim, 2)))[0].T  # orthonormal u, v
-    to_tree = lambda f: {"b": jnp.asarray(f[:10]), "w": jnp.asarray(f[10:].reshape(5, 6))}
-    unit, usable = es.unit_guide(to_tree(3.0 * u_flat))
-    assert bool(usable)
-    np.testing.assert_allclose(_flat(unit), u_flat, rtol=1e-5, atol=1e-6)
-    noise = jax.jit(
-        jax.vmap(lambda j: es.guided_direction_noise(jax.random.key(3), params, j, unit, a))
-    )(jnp.arange(directions))
-    eps = np.concatenate([np.asarray(x).reshape(directions, -1) for x in jax.tree.leaves(noise)], 1)
-    along, across = eps @ u_flat, eps @ v_flat
-    # E[eps eps^T] = (1 - a) I + a D u u^T: relative standard errors here are about 1 %.
-    assert np.mean(along**2) == pytest.approx((1 - a) + a * dim, rel=0.05)
-    assert np.mean(across**2) == pytest.approx(1 - a, rel=0.05)
-    assert abs(np.mean(along * across)) < 0.1  # sd of the mean: ~0.02
-    assert np.mean(np.sum(eps**2, 1)) == pytest.approx(dim, rel=0.03)  # trace D, as plain ES
-
-
-def test_guided_estimate_is_the_es_sum_over_the_perturbations_the_members_saw():
-    # A linear loss c.x with raw shaping: w_j = L+ - L- = 2 sigma c.eps_j, so
-    # g = 1/(N sigma) sum_j w_j eps_j = 2/N sum_j (c.eps_j) eps_j for the guided eps_j.
-    params = {"w": jnp.zeros((3, 4)), "b": jnp.zeros(5)}
-    c = jnp.linspace(-1.0, 2.0, 17)
-    loss = lambda p: jnp.dot(c, jnp.concatenate([p["b"], p["w"].ravel()]))  # _flat's order
-    guide = {"w": jnp.cos(jnp.arange(12.0)).reshape(3, 4), "b": jnp.sin(jnp.arange(5.0))}
-    config = es.ESConfig(population=32, sigma=1.0, shaping="raw", chunk_size=4)
-    key = jax.random.key(5)
-    grads, _ = es.es_grad(loss, params, key, config=config, guide=guide, guide_fraction=0.3)
-    unit, _ = es.unit_guide(guide)
-    eps = np.asarray(
-        jax.jit(
-            jax.vmap(lambda j: _flat_jnp(es.guided_direction_noise(key, params, j, unit, 0.3)))
-        )(jnp.arange(16))
-    )  # f32[N/2, D]
-    expected = 2.0 / 32 * (eps @ np.asarray(c)) @ eps
-    np.testing.assert_allclose(_flat(grads), expected, rtol=1e-4, atol=1e-5)
-    plain, _ = es.es_grad(loss, params, key, config=config)
-    assert not np.allclose(_flat(plain), _flat(grads))  # the guide did change the noise
-
-
-def test_a_good_guide_raises_the_cosine_to_the_true_gradient():
-    loss, params, true = _guided_problem()
-    rng = np.random.default_rng(2)
-    # A surrogate like an average of past estimates: cosine about 0.5 with the truth.
-    t = _flat(true) / np.linalg.norm(_flat(true))
-    noise = rng.normal(size=t.size)
-    noise -= (noise @ t) * t
-    surrogate = t + noise / np.linalg.norm(noise) * np.sqrt(3.0)  # cos = 1/2
-    guide = {"b": jnp.asarray(surrogate[:20]), "w": jnp.asarray(surrogate[20:].reshape(20, 9))}
-    config = es.ESConfig(population=32, sigma=0.01, chunk_size=16)
-    keys = jax.random.split(jax.random.key(0), 16)
-    cosines = {}
-    for a in (0.0, 0.5):
-        estimates = jax.jit(
-            jax.vmap(
-                lambda k, a=a: _flat_jnp(
-                    es.es_grad(loss, params, k, config=config, guide=guide, guide_fraction=a)[0]
-                )
-            )
-        )(keys)
-        cosines[a] = np.mean([_cosine(e, t) for e in np.asarray(estimates)])
-    # Plain ES at N = 32 in D = 200: about sqrt(16 / 200) ~ 0.3; guided: well above.
-    assert cosines[0.5] > cosines[0.0] + 0.1, cosines
-
-
-def test_options_pass_the_guide_through_the_change_of_variables():
-    # Leaf a's columns perturbed by sigma * r * eps (theta_a = r u_a), leaf b fixed: Guided
-    # ES runs on u_a with the guide of u_a, r * guide_a (a gradient's chain rule; a column
-    # scale turns its direction), and b's guide is dropped.
-    params, loss = _quadratic_tree()
-    config = es.ESConfig(population=16, sigma=0.05)
-    guide = {"a": jnp.asarray([[1.0, 0.0], [0.0, -1.0]]), "b": jnp.asarray([0.5, 0.5, 0.0])}
-    key, r = jax.random.key(6), jnp.asarray([1.0, 3.0])
-    grads, _ = es.es_grad_with_options(
-        loss,
-        params,
-        key,
-        config=config,
-        perturb={"a": True, "b": False},
-        sigma_scales={"a": r, "b": 1.0},
-        guide=guide,
-        guide_fraction=0.5,
-    )
-    in_u, _ = es.es_grad(
-        lambda free: loss({"a": r * free[0], "b": params["b"]}),
-        [params["a"] / r],
-        key,
-        config=config,
-        guide=[r * guide["a"]],
-        guide_fraction=0.5,
-    )
-    np.testing.assert_array_equal(np.asarray(grads["b"]), 0.0)
-    np.testing.assert_allclose(np.asarray(grads["a"]), np.asarray(in_u[0] / r), rtol=1e-5)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks.reference_conv4 import PlainConv4
 from esmeta_core import protonet
 from esmeta_core.data import Episode
 
@@ -154,7 +155,7 @@ def test_conv4_matches_the_plain_flax_composition(width):
     """Same parameters (names, shapes, initial values) and the same embedding as nn.Conv +
     batch norm + ReLU + nn.max_pool, for any sign of the batch-norm scale (pooling before
     the offset and ReLU is exact only because the multiplier is applied first)."""
-    model, plain = protonet.Conv4(width), protonet.PlainConv4(width)
+    model, plain = protonet.Conv4(width), PlainConv4(width)
     params = protonet.init_params(jax.random.key(3), model)
     plain_params = plain.init(jax.random.key(3), jnp.zeros((2, 28, 28, 1)))["params"]
     assert jax.tree.structure(params) == jax.tree.structure(plain_params)
@@ -235,23 +236,6 @@ def test_linear_map_moments_are_the_mean_and_variance_of_the_map():
     assert float(var[3]) >= 0.0
 
 
-def test_first_width_narrows_only_the_first_layer():
-    model = protonet.Conv4(32, separable=True, first_width=16)
-    params = protonet.init_params(jax.random.key(0), model)
-    assert params["Conv_0"]["kernel"].shape == (3, 3, 1, 16)
-    assert params["SupportBatchNorm_0"]["scale"].shape == (16,)
-    assert params["Conv_1"]["depthwise"].shape == (3, 3, 16)
-    assert params["Conv_1"]["kernel"].shape == (16, 32)
-    # 9*16 + 16; 9*16 + 16*32 + 32; two layers of 9*32 + 32*32 + 32; BN 2*16 + 3*2*32
-    assert protonet.num_params(params) == 160 + 688 + 2 * 1344 + 32 + 192 == 3760
-    images = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
-    assert model.apply({"params": params}, images, stats_rows=2).shape == (4, 32)
-    hyper = protonet.init_fwt_hyperparams(4, 32, gamma=1.0, beta=1.0)
-    transform = protonet.sample_feature_transform(jax.random.key(2), hyper)
-    with pytest.raises(ValueError, match="first_width"):
-        model.apply({"params": params}, images, stats_rows=2, transform=transform)
-
-
 def test_separable_conv3x3_is_a_depthwise_then_a_pointwise_convolution():
     x = jax.random.normal(jax.random.key(0), (2, 7, 5, 4))
     conv = protonet.SeparableConv3x3(6)
@@ -283,9 +267,7 @@ def test_separable_conv4_has_fewer_parameters_and_the_same_embedding_size():
 
 
 def test_separable_kernels_are_projected_and_their_biases_left_unperturbed():
-    from esmeta_core import optim
-
     params = protonet.init_params(jax.random.key(0), protonet.Conv4(8, separable=True))
-    kernels, biases = optim.conv_kernel_mask(params), optim.conv_bias_mask(params)
+    kernels, biases = protonet.conv_kernel_mask(params), protonet.conv_bias_mask(params)
     assert kernels["Conv_1"] == {"depthwise": False, "kernel": True, "bias": False}
     assert biases["Conv_1"] == {"depthwise": False, "kernel": False, "bias": True}

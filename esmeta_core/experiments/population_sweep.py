@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from esmeta_core import report
-from esmeta_core.configs import MAIN_BEFORE_ISSUE_17
+from esmeta_core.configs import ABLATION_BASELINE
 from esmeta_core.experiments.sweep import train_or_reload
 from esmeta_core.report import write_result
 
@@ -40,7 +40,7 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     rows = []
     for population in config.populations:
         train_config = dataclasses.replace(
-            MAIN_BEFORE_ISSUE_17,
+            ABLATION_BASELINE,
             population=population,
             steps=config.budget // population,
             eval_episodes=config.eval_episodes,

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from esmeta_core import checkpoint, optim
+from esmeta_core import checkpoint, optim, protonet
 from esmeta_core.data.omniglot import load_split
 from esmeta_core.evaluation import evaluate
 from esmeta_core.train_step import init_state, model_for
@@ -34,7 +34,7 @@ for workdir in map(Path, sys.argv[1:]):
         ]
     mean = jax.tree.map(lambda *x: sum(x) / len(x), *kept)
     if config.unit_kernels:
-        kernels = optim.conv_kernel_mask(mean)
+        kernels = protonet.conv_kernel_mask(mean)
         mean = jax.tree.map(lambda x, k: optim.unit_channels(x) if k else x, mean, kernels)
     test_kw = dict(way=5, shot=5, query=15, episodes=1000)
     last = evaluate(model, kept[-1], test, **test_kw).accuracy
