@@ -150,6 +150,38 @@ def make_gradient(
     return gradient
 
 
+def trend_cosine(grads: Any, trend: Any) -> jax.Array:
+    """Cosine between this step's gradient (or ES estimate) and Adam's running average.
+
+    .. math::
+
+       \\cos(g_t, \\mu_{t-1}) = \\frac{g_t \\cdot \\mu_{t-1}}{\\|g_t\\| \\, \\|\\mu_{t-1}\\|}
+
+    A training signal where the estimate's norm says nothing (an ES estimate's norm is
+    set by ``N``, ``D`` and ``sigma``, not by progress). One ES estimate is mostly noise,
+    so the cosine is small even while learning (about ``sqrt(N / 2D)`` times the cosine
+    of the true gradient to the trend); it stays positive while the estimates agree with
+    the direction the optimizer is moving in, and falls to about 0 when the run has
+    levelled off. ``0`` on the first step (``mu = 0``).
+
+    Args:
+      grads: the step's gradient, a pytree.
+      trend: Adam's first moment before this step (:func:`esmeta_core.optim.first_moment`),
+        shaped like ``grads``.
+
+    Returns:
+      f32[], in [-1, 1].
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> float(trend_cosine({"w": jnp.array([1.0, 0.0])}, {"w": jnp.array([1.0, 1.0])}))
+      0.7071...
+    """
+    dot = optax.tree_utils.tree_vdot(grads, trend)
+    norms = optax.tree.norm(grads) * optax.tree.norm(trend)
+    return jnp.where(norms > 0, dot / jnp.where(norms > 0, norms, 1.0), 0.0)
+
+
 def make_train_step(
     config: TrainConfig, model: protonet.Conv4, mesh: jax.sharding.Mesh
 ) -> Callable[[Any, Any, jax.Array, Episode], tuple[Any, Any, dict[str, jax.Array]]]:
@@ -158,7 +190,8 @@ def make_train_step(
     ``episodes`` carry a leading ``[batch]`` axis. The gradient is
     :func:`make_gradient`'s (ES or backprop); :func:`make_optimizer` applies it.
     ``metrics``: the gradient's, then ``loss`` and ``accuracy`` at ``params``
-    (:func:`make_loss_and_metrics`), ``grad_norm`` and ``params_finite``.
+    (:func:`make_loss_and_metrics`), ``trend_cosine`` (:func:`trend_cosine`) and
+    ``params_finite``.
     """
     optimizer = make_optimizer(config)
     gradient = make_gradient(config, model, mesh)
@@ -167,7 +200,8 @@ def make_train_step(
     @jax.jit
     def train_step(params, opt_state, key, episodes):
         grads, metrics = gradient(params, key, episodes)
-        metrics.update(loss_and_metrics(params, episodes), grad_norm=optax.tree.norm(grads))
+        metrics.update(loss_and_metrics(params, episodes))
+        metrics.update(trend_cosine=trend_cosine(grads, optim.first_moment(opt_state)))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics.update(params_finite=all_finite(params))

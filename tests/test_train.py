@@ -445,3 +445,19 @@ def test_a_run_saved_before_a_field_existed_resumes(tmp_path, monkeypatch):
         train.train_and_evaluate(
             dataclasses.replace(config, sigma=0.02, steps=6), edited, resume=True, progress=False
         )
+
+
+def test_metrics_log_the_trend_cosine_not_the_estimate_norm(tmp_path, omniglot_dir, monkeypatch):
+    """Each logged step has cos(g_t, mu_{t-1}) in [-1, 1]: exactly 0 at step 1 (mu = 0),
+    then non-zero; the raw estimate norm (set by N, D and sigma) is no longer logged."""
+    monkeypatch.setenv("ESMETA_DATA_DIR", str(omniglot_dir))
+    config = dataclasses.replace(configs.get_preset("smoke"), eval_episodes=2)
+    train.train_and_evaluate(config, tmp_path / "run", progress=False)
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    cosines = [r["trend_cosine"] for r in rows]
+    assert [r["step"] for r in rows] == list(range(1, config.steps + 1))
+    assert cosines[0] == 0.0 and all(c != 0.0 for c in cosines[1:])
+    assert all(-1.0 <= c <= 1.0 for c in cosines)
+    assert not any("grad_norm" in r for r in rows)
