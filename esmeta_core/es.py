@@ -177,24 +177,26 @@ def member_losses(
     *args: Any,
     sigma: jax.Array,
     config: ESConfig,
-) -> jax.Array:
+    has_aux: bool = False,
+) -> tuple[jax.Array, Any]:
     """The losses of the members of ``directions``, ``config.chunk_size`` directions at a time.
 
     Args:
       directions: i32[M] direction indices; sigma: f32[], the perturbation scale.
+      has_aux: ``loss_fn`` returns ``(loss, aux)``.
 
     Returns:
-      f32[M, 2] (``L(theta + sigma eps_j)``, ``L(theta - sigma eps_j)``) if
-      ``config.antithetic``, else f32[M, 1] (``L(theta + sigma eps_j)``).
+      ``(losses, aux)``: f32[M, 2] (``L(theta + sigma eps_j)``, ``L(theta - sigma eps_j)``)
+      if ``config.antithetic``, else f32[M, 1]; ``aux`` stacked alike (leaves
+      ``[M, 2 or 1, ...]``), or ``None`` without ``has_aux``.
     """
 
     def losses_of(j):
         noise = direction_noise(key, params, j)
-        plus = loss_fn(_perturb(params, noise, sigma), *args)
-        if not config.antithetic:
-            return plus[None]
-        minus = loss_fn(_perturb(params, noise, -sigma), *args)
-        return jnp.stack([plus, minus])  # f32[2]
+        scales = (sigma, -sigma) if config.antithetic else (sigma,)
+        outs = [loss_fn(_perturb(params, noise, s), *args) for s in scales]
+        outs = outs if has_aux else [(out, None) for out in outs]
+        return jax.tree.map(lambda *x: jnp.stack(x), *outs)  # (f32[2 or 1], aux)
 
     batch_size = min(config.chunk_size, directions.shape[0])
     return lax.map(losses_of, directions, batch_size=batch_size)
@@ -217,19 +219,25 @@ def population_stats(losses: jax.Array, grads: Any) -> ESStats:
     )
 
 
-def _on_device(loss_fn, config, num_devices, sigma, params, key_data, *args):
+def _on_device(loss_fn, config, num_devices, sigma, has_aux, params, key_data, *args):
     """One device's part of :func:`es_grad`, inside ``shard_map`` over ``"pop"``."""
     key = jax.random.wrap_key_data(key_data)
     per_device = num_directions(config) // num_devices
     first = lax.axis_index(POP_AXIS) * per_device
     local_dirs = first + jnp.arange(per_device)  # i32[per_device]
-    local = member_losses(loss_fn, params, key, local_dirs, *args, sigma=sigma, config=config)
+    local, local_aux = member_losses(
+        loss_fn, params, key, local_dirs, *args, sigma=sigma, config=config, has_aux=has_aux
+    )
     losses = lax.all_gather(local, POP_AXIS, tiled=True)  # f32[directions, 1 or 2], all members
     weights = direction_weights(losses, config.shaping)  # f32[directions]
     noise_sum = NOISE_SUMS[config.communication]
     total = noise_sum(key, params, weights, local_dirs, first, config.chunk_size)
     grads = jax.tree.map(lambda t: t / (config.population * sigma), total)
-    return grads, population_stats(losses.reshape(-1), grads)
+    stats = population_stats(losses.reshape(-1), grads)
+    if not has_aux:
+        return grads, stats
+    gather = lambda a: lax.all_gather(a, POP_AXIS, tiled=True).reshape(-1, *a.shape[2:])
+    return grads, stats, jax.tree.map(gather, local_aux)  # aux leaves [N, ...], member order
 
 
 def es_grad(
@@ -239,7 +247,8 @@ def es_grad(
     *args: Any,
     config: ESConfig | None = None,
     mesh: jax.sharding.Mesh | None = None,
-) -> tuple[Any, ESStats]:
+    has_aux: bool = False,
+) -> tuple[Any, ESStats] | tuple[Any, ESStats, Any]:
     """Estimates the gradient of ``E[loss_fn(params + sigma eps, *args)]`` by ES.
 
     .. math::
@@ -251,19 +260,25 @@ def es_grad(
     with ``s = shaping(L)`` the shaped member losses (:func:`direction_weights`).
 
     Args:
-      loss_fn: ``loss_fn(params, *args) -> f32[]``, to be minimised.
+      loss_fn: ``loss_fn(params, *args) -> f32[]``, to be minimised; with
+        ``has_aux``, ``-> (f32[], aux)`` with ``aux`` any pytree of arrays.
       params: a pytree of float arrays, ``D`` numbers in all.
       key: a PRNG key; the same key gives the same estimate on any mesh.
       *args: passed to ``loss_fn`` unchanged (e.g. an episode), replicated to
         every device.
-      config: an :class:`ESConfig` (default ``ESConfig()``); its ``shaping`` is a
-        name of :data:`SHAPINGS` or a callable ``f32[N] -> f32[N]``.
+      config: an :class:`ESConfig` (default ``ESConfig()``).
       mesh: a mesh with a ``"pop"`` axis (see ``sharding.population_mesh``);
         ``None`` uses the first local device only.
+      has_aux: as in ``jax.grad``: ``loss_fn`` also returns metrics.
 
     Returns:
       ``(grads, stats)``: ``grads`` shaped like ``params``, to be descended by
-      an optax optimizer, and an :class:`ESStats`.
+      an optax optimizer, and an :class:`ESStats`. With ``has_aux``,
+      ``(grads, stats, aux)``: every member's ``aux`` stacked, leaves ``[N, ...]``
+      in the member order of ``stats.losses``, gathered from all devices (the aux
+      at ``params`` itself would cost one more forward pass). ``aux`` comes last,
+      as in ``jax.grad``, and next to ``stats``, the other forward output, as in
+      ``jax.value_and_grad``; ``grads`` is the same as without ``has_aux``.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -272,6 +287,11 @@ def es_grad(
       >>> g, stats = es_grad(loss, jnp.zeros(3), jax.random.key(0), config=config)
       >>> g.round(0)  # the true gradient is -2
       Array([-2., -2., -2.], dtype=float32)
+      >>> with_aux = lambda p: (loss(p), {"norm": jnp.linalg.norm(p)})
+      >>> g2, _, aux = es_grad(with_aux, jnp.zeros(3), jax.random.key(0), config=config,
+      ...                      has_aux=True)
+      >>> aux["norm"].shape, bool((g2 == g).all())
+      ((4096,), True)
 
     Reference: Salimans et al., "Evolution Strategies as a Scalable
     Alternative to Reinforcement Learning", arXiv:1703.03864.
@@ -281,12 +301,12 @@ def es_grad(
     num_devices = mesh.shape[POP_AXIS]
     validate_config(config, num_devices)
     if config.chunk_size == "auto":
-        config = resolve_chunk_size(loss_fn, params, key, *args, config=config, mesh=mesh)
+        loss_only = (lambda *a: loss_fn(*a)[0]) if has_aux else loss_fn
+        config = resolve_chunk_size(loss_only, params, key, *args, config=config, mesh=mesh)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
-    on_device = functools.partial(
-        _on_device, loss_fn, config, num_devices, jnp.float32(config.sigma)
-    )
+    sigma = jnp.float32(config.sigma)
+    on_device = functools.partial(_on_device, loss_fn, config, num_devices, sigma, has_aux)
     sharded = jax.shard_map(
         on_device,
         mesh=mesh,
@@ -387,15 +407,16 @@ def make_es_grad(
     *,
     config: ESConfig | None = None,
     mesh: jax.sharding.Mesh | None = None,
-) -> Callable[..., tuple[Any, ESStats]]:
-    """A jitted ``(params, key, *args) -> (grads, stats)``; checks ``config`` at once."""
+    has_aux: bool = False,
+) -> Callable[..., tuple[Any, ...]]:
+    """Jitted :func:`es_grad`: ``(params, key, *args) -> (grads, stats[, aux])``; checks config."""
     config = ESConfig() if config is None else config
     mesh = population_mesh(jax.local_devices()[:1]) if mesh is None else mesh
     validate_config(config, mesh.shape[POP_AXIS])
 
     @jax.jit
     def grad_fn(params, key, *args):
-        return es_grad(loss_fn, params, key, *args, config=config, mesh=mesh)
+        return es_grad(loss_fn, params, key, *args, config=config, mesh=mesh, has_aux=has_aux)
 
     return grad_fn
 
@@ -444,7 +465,8 @@ def es_grad_masked(
     perturb: Any = None,
     config: ESConfig | None = None,
     mesh: jax.sharding.Mesh | None = None,
-) -> tuple[Any, ESStats]:
+    has_aux: bool = False,
+) -> tuple[Any, ESStats] | tuple[Any, ESStats, Any]:
     """:func:`es_grad` over the leaves where ``perturb`` is True; the others get a zero gradient.
 
     For parameters that cannot change the loss (a conv bias right before a batch
@@ -454,11 +476,11 @@ def es_grad_masked(
     :func:`es_grad`'s estimate exactly.
 
     Args:
-      loss_fn, params, key, *args, config, mesh: as in :func:`es_grad`.
+      loss_fn, params, key, *args, config, mesh, has_aux: as in :func:`es_grad`.
       perturb: a pytree of bools with ``params``' structure (``None``: all leaves).
 
     Returns:
-      ``(grads, stats)`` as :func:`es_grad`.
+      ``(grads, stats)`` or ``(grads, stats, aux)`` as :func:`es_grad`.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -471,5 +493,5 @@ def es_grad_masked(
       (Array([-2., -2.], dtype=float32), Array([0., 0.], dtype=float32))
     """
     free, free_loss, expand = restrict(loss_fn, params, perturb)
-    g_free, stats = es_grad(free_loss, free, key, *args, config=config, mesh=mesh)
-    return expand(g_free), stats
+    g_free, *rest = es_grad(free_loss, free, key, *args, config=config, mesh=mesh, has_aux=has_aux)
+    return expand(g_free), *rest
