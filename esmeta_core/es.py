@@ -1,45 +1,34 @@
 """Evolution strategies: a gradient estimate from forward passes only.
 
-**Sign convention: the estimator minimises.** ``loss_fn(params, *args)``
-returns a scalar loss, and :func:`es_grad` returns an estimate of the
-gradient of the Gaussian-smoothed loss, shaped like ``params``:
+**Sign convention: the estimator minimises.** :func:`es_grad` estimates the gradient of
+the Gaussian-smoothed loss ``E[L(theta + sigma eps)]``, ``eps ~ N(0, I)``, shaped like
+``params``, as ``1/(N sigma) sum_i s_i eps_i`` with ``s_i`` member ``i``'s shaped loss
+(Salimans et al. 2017, arXiv:1703.03864; the antithetic form is in :func:`es_grad`). Any
+optax optimizer descends it unchanged. Three rules make it scale:
 
-.. math::
-
-   \\nabla_\\theta \\, \\mathbb{E}_{\\epsilon \\sim \\mathcal{N}(0, I)}
-   [L(\\theta + \\sigma\\epsilon)]
-   \\approx \\frac{1}{N\\sigma} \\sum_{i=1}^{N} s_i \\, \\epsilon_i ,
-
-where :math:`s_i` is member :math:`i`'s shaped loss (Salimans et al. 2017,
-arXiv:1703.03864). Any optax optimizer descends it unchanged.
-
-Three rules make it scale:
-
-- **Noise is regenerated, never stored.** Direction ``j``'s perturbation is
-  drawn from ``fold_in(key, j)``, leaf by leaf, wherever it is needed. No
-  ``N x D`` matrix exists; memory grows with ``N`` only by ``N`` scalars.
-- **Antithetic pairs.** Member ``2j`` is ``theta + sigma eps_j`` and member
-  ``2j + 1`` is ``theta - sigma eps_j``.
-- **Sharding.** Directions are split over the mesh axis ``"pop"``, which may
-  span every device of every process. Each device evaluates its own members in
-  chunks (``lax.map`` with ``batch_size=chunk_size``), the ``N`` scalar losses
-  are all-gathered and shaped over the whole population, and then either
+- **Noise is regenerated, never stored.** Direction ``j``'s perturbation is drawn from
+  ``fold_in(key, j)``, leaf by leaf, wherever it is needed. No ``N x D`` matrix exists;
+  memory grows with ``N`` only by ``N`` scalars.
+- **Antithetic pairs.** Member ``2j`` is ``theta + sigma eps_j`` and member ``2j + 1`` is
+  ``theta - sigma eps_j``.
+- **Sharding.** Directions are split over the mesh axis ``"pop"``, which may span every
+  device of every process. Each device evaluates its own members in chunks (``lax.map``
+  with ``batch_size=chunk_size``), the ``N`` scalar losses are all-gathered and shaped
+  over the whole population, and then either
 
   - ``"psum"``: each device sums ``w_j eps_j`` over its own directions and one
     ``D``-sized all-reduce adds them up, or
-  - ``"regenerate"``: each device regenerates all ``N`` perturbations itself
-    and sums them (no ``D``-sized traffic; the Salimans et al. scheme).
+  - ``"regenerate"``: each device regenerates all ``N`` perturbations itself and sums
+    them (no ``D``-sized traffic; the Salimans et al. scheme).
 
-Each variant is a piece, not a branch: **fitness shaping** is a callable ``f32[N] ->
-f32[N]`` from the member losses to their weights ``s_i`` (``ESConfig.shaping``; the
-names of :data:`SHAPINGS` map to the built-ins of :mod:`esmeta_core.shaping`), the
-communication scheme one of :data:`NOISE_SUMS` (:mod:`esmeta_core.noise`), and which
-leaves are perturbed a wrapper around the estimator (:func:`es_grad_masked`).
-
-**Non-finite losses** (a diverged member) are replaced by the worst finite
-loss of the population before shaping: the member ranks last and the update
-stays finite. ``ESStats.num_nonfinite`` counts them. If every member is
-non-finite the gradient is zero.
+Each variant is a piece, not a branch: **fitness shaping** is a callable ``f32[N] -> f32[N]``
+from the member losses to their weights ``s_i`` (``ESConfig.shaping``; the names of
+:data:`SHAPINGS` map to the built-ins of :mod:`esmeta_core.shaping`), the communication
+scheme one of :data:`NOISE_SUMS` (:mod:`esmeta_core.noise`), and which leaves are perturbed
+a wrapper around the estimator (:func:`es_grad_masked`). **Non-finite losses** (a diverged
+member) are replaced by the worst finite loss of the population before shaping: the member
+ranks last and the update stays finite (``ESStats.num_nonfinite`` counts them; if every
+member is non-finite the gradient is zero).
 """
 
 from __future__ import annotations
@@ -139,26 +128,15 @@ def validate_config(config: ESConfig, num_devices: int = 1) -> None:
             f"devices: use a multiple of {per_member * num_devices}"
             + (" (antithetic pairs stay on one device)." if config.antithetic else ".")
         )
-    if not (isinstance(config.sigma, (int, float)) and math.isfinite(config.sigma)) or (
-        config.sigma <= 0
-    ):
-        raise ValueError(f"sigma must be a positive number, got {config.sigma!r}.")
-    if not callable(config.shaping) and config.shaping not in SHAPINGS:
-        raise ValueError(
-            f"shaping must be one of {SHAPINGS} or a callable, got {config.shaping!r}."
-        )
-    if config.communication not in COMMUNICATIONS:
-        raise ValueError(
-            f"communication must be one of {COMMUNICATIONS}, got {config.communication!r}."
-        )
-    if config.chunk_size != "auto" and (
-        not isinstance(config.chunk_size, int)
-        or isinstance(config.chunk_size, bool)
-        or config.chunk_size < 1
-    ):
-        raise ValueError(
-            f"chunk_size must be a positive integer or 'auto', got {config.chunk_size!r}."
-        )
+    if not (isinstance(sigma := config.sigma, (int, float)) and math.isfinite(sigma)) or sigma <= 0:
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}.")
+    if not callable(shaping := config.shaping) and shaping not in SHAPINGS:
+        raise ValueError(f"shaping must be one of {SHAPINGS} or a callable, got {shaping!r}.")
+    if (communication := config.communication) not in COMMUNICATIONS:
+        raise ValueError(f"communication must be one of {COMMUNICATIONS}, got {communication!r}.")
+    chunk = config.chunk_size
+    if chunk != "auto" and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+        raise ValueError(f"chunk_size must be a positive integer or 'auto', got {chunk!r}.")
 
 
 def _perturb(params: Any, noise: Any, scale: jax.Array) -> Any:
@@ -264,21 +242,18 @@ def es_grad(
         ``has_aux``, ``-> (f32[], aux)`` with ``aux`` any pytree of arrays.
       params: a pytree of float arrays, ``D`` numbers in all.
       key: a PRNG key; the same key gives the same estimate on any mesh.
-      *args: passed to ``loss_fn`` unchanged (e.g. an episode), replicated to
-        every device.
+      *args: passed to ``loss_fn`` unchanged (e.g. an episode), replicated to every device.
       config: an :class:`ESConfig` (default ``ESConfig()``).
-      mesh: a mesh with a ``"pop"`` axis (see ``sharding.population_mesh``);
-        ``None`` uses the first local device only.
+      mesh: a mesh with a ``"pop"`` axis (``sharding.population_mesh``); ``None``: one device.
       has_aux: as in ``jax.grad``: ``loss_fn`` also returns metrics.
 
     Returns:
-      ``(grads, stats)``: ``grads`` shaped like ``params``, to be descended by
-      an optax optimizer, and an :class:`ESStats`. With ``has_aux``,
-      ``(grads, stats, aux)``: every member's ``aux`` stacked, leaves ``[N, ...]``
-      in the member order of ``stats.losses``, gathered from all devices (the aux
-      at ``params`` itself would cost one more forward pass). ``aux`` comes last,
-      as in ``jax.grad``, and next to ``stats``, the other forward output, as in
-      ``jax.value_and_grad``; ``grads`` is the same as without ``has_aux``.
+      ``(grads, stats)``: ``grads`` shaped like ``params``, to be descended by an optax
+      optimizer, and an :class:`ESStats`. With ``has_aux``, ``(grads, stats, aux)``, the
+      same ``grads``; ``aux`` is every member's aux stacked, leaves ``[N, ...]`` in the
+      member order of ``stats.losses`` (the aux at ``params`` would cost one more forward
+      pass). It comes last as in ``jax.grad`` and beside ``stats``, the other forward
+      output, as ``jax.value_and_grad`` pairs it with the value.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -292,9 +267,6 @@ def es_grad(
       ...                      has_aux=True)
       >>> aux["norm"].shape, bool((g2 == g).all())
       ((4096,), True)
-
-    Reference: Salimans et al., "Evolution Strategies as a Scalable
-    Alternative to Reinforcement Learning", arXiv:1703.03864.
     """
     config = ESConfig() if config is None else config
     mesh = population_mesh(jax.local_devices()[:1]) if mesh is None else mesh
@@ -383,14 +355,11 @@ def es_vs_backprop_memory(
 ) -> dict[str, int]:
     """Compiled bytes of one ES estimate of ``es_loss`` and of ``jax.grad(backprop_loss)``.
 
-    The measurement behind chapter 7 and ``benchmarks/memory_vs_backprop.py``: both
-    programs are compiled (not run) for the same ``params`` and ``args`` (which may
-    be ``jax.ShapeDtypeStruct``), and XLA's memory analysis gives their temporaries,
-    arguments and outputs (:func:`esmeta_core.profiling.compiled_memory`). Pass the
-    query-chunked loss as ``es_loss`` to see ES's flat memory.
-
-    Returns:
-      ``{"es_bytes": int, "backprop_bytes": int}``.
+    Chapter 7's and ``benchmarks/memory_vs_backprop.py``'s measurement: both programs are
+    compiled (not run) for the same ``params`` and ``args`` (may be ``jax.ShapeDtypeStruct``)
+    and :func:`esmeta_core.profiling.compiled_memory` reads their temporaries, arguments and
+    outputs. Pass the query-chunked loss as ``es_loss`` to see ES's flat memory. Returns
+    ``{"es_bytes": int, "backprop_bytes": int}``.
     """
     from esmeta_core.profiling import compiled_memory
 
@@ -469,18 +438,15 @@ def es_grad_masked(
 ) -> tuple[Any, ESStats] | tuple[Any, ESStats, Any]:
     """:func:`es_grad` over the leaves where ``perturb`` is True; the others get a zero gradient.
 
-    For parameters that cannot change the loss (a conv bias right before a batch
-    norm) noise is spent for nothing, so they are held fixed (:func:`restrict`) and
-    ES runs on the rest: ``D`` counts the perturbed parameters only. The noise is
-    drawn for the list of perturbed leaves, so ``perturb=None`` (every leaf) gives
-    :func:`es_grad`'s estimate exactly.
+    For parameters that cannot change the loss (a conv bias right before a batch norm)
+    noise is spent for nothing, so they are held fixed (:func:`restrict`) and ES runs on
+    the rest: ``D`` counts the perturbed parameters only. The noise is drawn for the list
+    of perturbed leaves, so ``perturb=None`` (every leaf) gives :func:`es_grad`'s estimate
+    exactly. Returns ``(grads, stats)`` or ``(grads, stats, aux)`` as :func:`es_grad`.
 
     Args:
       loss_fn, params, key, *args, config, mesh, has_aux: as in :func:`es_grad`.
       perturb: a pytree of bools with ``params``' structure (``None``: all leaves).
-
-    Returns:
-      ``(grads, stats)`` or ``(grads, stats, aux)`` as :func:`es_grad`.
 
     Example:
       >>> import jax, jax.numpy as jnp
