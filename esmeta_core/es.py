@@ -1,45 +1,34 @@
 """Evolution strategies: a gradient estimate from forward passes only.
 
-**Sign convention: the estimator minimises.** ``loss_fn(params, *args)``
-returns a scalar loss, and :func:`es_grad` returns an estimate of the
-gradient of the Gaussian-smoothed loss, shaped like ``params``:
+**Sign convention: the estimator minimises.** :func:`es_grad` estimates the gradient of
+the Gaussian-smoothed loss ``E[L(theta + sigma eps)]``, ``eps ~ N(0, I)``, shaped like
+``params``, as ``1/(N sigma) sum_i s_i eps_i`` with ``s_i`` member ``i``'s shaped loss
+(Salimans et al. 2017, arXiv:1703.03864; the antithetic form is in :func:`es_grad`). Any
+optax optimizer descends it unchanged. Three rules make it scale:
 
-.. math::
-
-   \\nabla_\\theta \\, \\mathbb{E}_{\\epsilon \\sim \\mathcal{N}(0, I)}
-   [L(\\theta + \\sigma\\epsilon)]
-   \\approx \\frac{1}{N\\sigma} \\sum_{i=1}^{N} s_i \\, \\epsilon_i ,
-
-where :math:`s_i` is member :math:`i`'s shaped loss (Salimans et al. 2017,
-arXiv:1703.03864). Any optax optimizer descends it unchanged.
-
-Three rules make it scale:
-
-- **Noise is regenerated, never stored.** Direction ``j``'s perturbation is
-  drawn from ``fold_in(key, j)``, leaf by leaf, wherever it is needed. No
-  ``N x D`` matrix exists; memory grows with ``N`` only by ``N`` scalars.
-- **Antithetic pairs.** Member ``2j`` is ``theta + sigma eps_j`` and member
-  ``2j + 1`` is ``theta - sigma eps_j``.
-- **Sharding.** Directions are split over the mesh axis ``"pop"``, which may
-  span every device of every process. Each device evaluates its own members in
-  chunks (``lax.map`` with ``batch_size=chunk_size``), the ``N`` scalar losses
-  are all-gathered and shaped over the whole population, and then either
+- **Noise is regenerated, never stored.** Direction ``j``'s perturbation is drawn from
+  ``fold_in(key, j)``, leaf by leaf, wherever it is needed. No ``N x D`` matrix exists;
+  memory grows with ``N`` only by ``N`` scalars.
+- **Antithetic pairs.** Member ``2j`` is ``theta + sigma eps_j`` and member ``2j + 1`` is
+  ``theta - sigma eps_j``.
+- **Sharding.** Directions are split over the mesh axis ``"pop"``, which may span every
+  device of every process. Each device evaluates its own members in chunks (``lax.map``
+  with ``batch_size=chunk_size``), the ``N`` scalar losses are all-gathered and shaped
+  over the whole population, and then either
 
   - ``"psum"``: each device sums ``w_j eps_j`` over its own directions and one
     ``D``-sized all-reduce adds them up, or
-  - ``"regenerate"``: each device regenerates all ``N`` perturbations itself
-    and sums them (no ``D``-sized traffic; the Salimans et al. scheme).
+  - ``"regenerate"``: each device regenerates all ``N`` perturbations itself and sums
+    them (no ``D``-sized traffic; the Salimans et al. scheme).
 
-Each variant is a piece, not a branch: **fitness shaping** is a callable ``f32[N] ->
-f32[N]`` from the member losses to their weights ``s_i`` (``ESConfig.shaping``; the
-names of :data:`SHAPINGS` map to the built-ins of :mod:`esmeta_core.shaping`), the
-communication scheme one of :data:`NOISE_SUMS` (:mod:`esmeta_core.noise`), and which
-leaves are perturbed a wrapper around the estimator (:func:`es_grad_masked`).
-
-**Non-finite losses** (a diverged member) are replaced by the worst finite
-loss of the population before shaping: the member ranks last and the update
-stays finite. ``ESStats.num_nonfinite`` counts them. If every member is
-non-finite the gradient is zero.
+Each variant is a piece, not a branch: **fitness shaping** is a callable ``f32[N] -> f32[N]``
+from the member losses to their weights ``s_i`` (``ESConfig.shaping``; the names of
+:data:`SHAPINGS` map to the built-ins of :mod:`esmeta_core.shaping`), the communication
+scheme one of :data:`NOISE_SUMS` (:mod:`esmeta_core.noise`), and which leaves are perturbed
+a wrapper around the estimator (:func:`es_grad_masked`). **Non-finite losses** (a diverged
+member) are replaced by the worst finite loss of the population before shaping: the member
+ranks last and the update stays finite (``ESStats.num_nonfinite`` counts them; if every
+member is non-finite the gradient is zero).
 """
 
 from __future__ import annotations
@@ -139,26 +128,15 @@ def validate_config(config: ESConfig, num_devices: int = 1) -> None:
             f"devices: use a multiple of {per_member * num_devices}"
             + (" (antithetic pairs stay on one device)." if config.antithetic else ".")
         )
-    if not (isinstance(config.sigma, (int, float)) and math.isfinite(config.sigma)) or (
-        config.sigma <= 0
-    ):
-        raise ValueError(f"sigma must be a positive number, got {config.sigma!r}.")
-    if not callable(config.shaping) and config.shaping not in SHAPINGS:
-        raise ValueError(
-            f"shaping must be one of {SHAPINGS} or a callable, got {config.shaping!r}."
-        )
-    if config.communication not in COMMUNICATIONS:
-        raise ValueError(
-            f"communication must be one of {COMMUNICATIONS}, got {config.communication!r}."
-        )
-    if config.chunk_size != "auto" and (
-        not isinstance(config.chunk_size, int)
-        or isinstance(config.chunk_size, bool)
-        or config.chunk_size < 1
-    ):
-        raise ValueError(
-            f"chunk_size must be a positive integer or 'auto', got {config.chunk_size!r}."
-        )
+    if not (isinstance(sigma := config.sigma, (int, float)) and math.isfinite(sigma)) or sigma <= 0:
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}.")
+    if not callable(shaping := config.shaping) and shaping not in SHAPINGS:
+        raise ValueError(f"shaping must be one of {SHAPINGS} or a callable, got {shaping!r}.")
+    if (communication := config.communication) not in COMMUNICATIONS:
+        raise ValueError(f"communication must be one of {COMMUNICATIONS}, got {communication!r}.")
+    chunk = config.chunk_size
+    if chunk != "auto" and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+        raise ValueError(f"chunk_size must be a positive integer or 'auto', got {chunk!r}.")
 
 
 def _perturb(params: Any, noise: Any, scale: jax.Array) -> Any:
@@ -177,24 +155,26 @@ def member_losses(
     *args: Any,
     sigma: jax.Array,
     config: ESConfig,
-) -> jax.Array:
+    has_aux: bool = False,
+) -> tuple[jax.Array, Any]:
     """The losses of the members of ``directions``, ``config.chunk_size`` directions at a time.
 
     Args:
       directions: i32[M] direction indices; sigma: f32[], the perturbation scale.
+      has_aux: ``loss_fn`` returns ``(loss, aux)``.
 
     Returns:
-      f32[M, 2] (``L(theta + sigma eps_j)``, ``L(theta - sigma eps_j)``) if
-      ``config.antithetic``, else f32[M, 1] (``L(theta + sigma eps_j)``).
+      ``(losses, aux)``: f32[M, 2] (``L(theta + sigma eps_j)``, ``L(theta - sigma eps_j)``)
+      if ``config.antithetic``, else f32[M, 1]; ``aux`` stacked alike (leaves
+      ``[M, 2 or 1, ...]``), or ``None`` without ``has_aux``.
     """
 
     def losses_of(j):
         noise = direction_noise(key, params, j)
-        plus = loss_fn(_perturb(params, noise, sigma), *args)
-        if not config.antithetic:
-            return plus[None]
-        minus = loss_fn(_perturb(params, noise, -sigma), *args)
-        return jnp.stack([plus, minus])  # f32[2]
+        scales = (sigma, -sigma) if config.antithetic else (sigma,)
+        outs = [loss_fn(_perturb(params, noise, s), *args) for s in scales]
+        outs = outs if has_aux else [(out, None) for out in outs]
+        return jax.tree.map(lambda *x: jnp.stack(x), *outs)  # (f32[2 or 1], aux)
 
     batch_size = min(config.chunk_size, directions.shape[0])
     return lax.map(losses_of, directions, batch_size=batch_size)
@@ -217,19 +197,25 @@ def population_stats(losses: jax.Array, grads: Any) -> ESStats:
     )
 
 
-def _on_device(loss_fn, config, num_devices, sigma, params, key_data, *args):
+def _on_device(loss_fn, config, num_devices, sigma, has_aux, params, key_data, *args):
     """One device's part of :func:`es_grad`, inside ``shard_map`` over ``"pop"``."""
     key = jax.random.wrap_key_data(key_data)
     per_device = num_directions(config) // num_devices
     first = lax.axis_index(POP_AXIS) * per_device
     local_dirs = first + jnp.arange(per_device)  # i32[per_device]
-    local = member_losses(loss_fn, params, key, local_dirs, *args, sigma=sigma, config=config)
+    local, local_aux = member_losses(
+        loss_fn, params, key, local_dirs, *args, sigma=sigma, config=config, has_aux=has_aux
+    )
     losses = lax.all_gather(local, POP_AXIS, tiled=True)  # f32[directions, 1 or 2], all members
     weights = direction_weights(losses, config.shaping)  # f32[directions]
     noise_sum = NOISE_SUMS[config.communication]
     total = noise_sum(key, params, weights, local_dirs, first, config.chunk_size)
     grads = jax.tree.map(lambda t: t / (config.population * sigma), total)
-    return grads, population_stats(losses.reshape(-1), grads)
+    stats = population_stats(losses.reshape(-1), grads)
+    if not has_aux:
+        return grads, stats
+    gather = lambda a: lax.all_gather(a, POP_AXIS, tiled=True).reshape(-1, *a.shape[2:])
+    return grads, stats, jax.tree.map(gather, local_aux)  # aux leaves [N, ...], member order
 
 
 def es_grad(
@@ -239,7 +225,8 @@ def es_grad(
     *args: Any,
     config: ESConfig | None = None,
     mesh: jax.sharding.Mesh | None = None,
-) -> tuple[Any, ESStats]:
+    has_aux: bool = False,
+) -> tuple[Any, ESStats] | tuple[Any, ESStats, Any]:
     """Estimates the gradient of ``E[loss_fn(params + sigma eps, *args)]`` by ES.
 
     .. math::
@@ -251,19 +238,22 @@ def es_grad(
     with ``s = shaping(L)`` the shaped member losses (:func:`direction_weights`).
 
     Args:
-      loss_fn: ``loss_fn(params, *args) -> f32[]``, to be minimised.
+      loss_fn: ``loss_fn(params, *args) -> f32[]``, to be minimised; with
+        ``has_aux``, ``-> (f32[], aux)`` with ``aux`` any pytree of arrays.
       params: a pytree of float arrays, ``D`` numbers in all.
       key: a PRNG key; the same key gives the same estimate on any mesh.
-      *args: passed to ``loss_fn`` unchanged (e.g. an episode), replicated to
-        every device.
-      config: an :class:`ESConfig` (default ``ESConfig()``); its ``shaping`` is a
-        name of :data:`SHAPINGS` or a callable ``f32[N] -> f32[N]``.
-      mesh: a mesh with a ``"pop"`` axis (see ``sharding.population_mesh``);
-        ``None`` uses the first local device only.
+      *args: passed to ``loss_fn`` unchanged (e.g. an episode), replicated to every device.
+      config: an :class:`ESConfig` (default ``ESConfig()``).
+      mesh: a mesh with a ``"pop"`` axis (``sharding.population_mesh``); ``None``: one device.
+      has_aux: as in ``jax.grad``: ``loss_fn`` also returns metrics.
 
     Returns:
-      ``(grads, stats)``: ``grads`` shaped like ``params``, to be descended by
-      an optax optimizer, and an :class:`ESStats`.
+      ``(grads, stats)``: ``grads`` shaped like ``params``, to be descended by an optax
+      optimizer, and an :class:`ESStats`. With ``has_aux``, ``(grads, stats, aux)``, the
+      same ``grads``; ``aux`` is every member's aux stacked, leaves ``[N, ...]`` in the
+      member order of ``stats.losses`` (the aux at ``params`` would cost one more forward
+      pass). It comes last as in ``jax.grad`` and beside ``stats``, the other forward
+      output, as ``jax.value_and_grad`` pairs it with the value.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -272,21 +262,23 @@ def es_grad(
       >>> g, stats = es_grad(loss, jnp.zeros(3), jax.random.key(0), config=config)
       >>> g.round(0)  # the true gradient is -2
       Array([-2., -2., -2.], dtype=float32)
-
-    Reference: Salimans et al., "Evolution Strategies as a Scalable
-    Alternative to Reinforcement Learning", arXiv:1703.03864.
+      >>> with_aux = lambda p: (loss(p), {"norm": jnp.linalg.norm(p)})
+      >>> g2, _, aux = es_grad(with_aux, jnp.zeros(3), jax.random.key(0), config=config,
+      ...                      has_aux=True)
+      >>> aux["norm"].shape, bool((g2 == g).all())
+      ((4096,), True)
     """
     config = ESConfig() if config is None else config
     mesh = population_mesh(jax.local_devices()[:1]) if mesh is None else mesh
     num_devices = mesh.shape[POP_AXIS]
     validate_config(config, num_devices)
     if config.chunk_size == "auto":
-        config = resolve_chunk_size(loss_fn, params, key, *args, config=config, mesh=mesh)
+        loss_only = (lambda *a: loss_fn(*a)[0]) if has_aux else loss_fn
+        config = resolve_chunk_size(loss_only, params, key, *args, config=config, mesh=mesh)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
-    on_device = functools.partial(
-        _on_device, loss_fn, config, num_devices, jnp.float32(config.sigma)
-    )
+    sigma = jnp.float32(config.sigma)
+    on_device = functools.partial(_on_device, loss_fn, config, num_devices, sigma, has_aux)
     sharded = jax.shard_map(
         on_device,
         mesh=mesh,
@@ -363,14 +355,11 @@ def es_vs_backprop_memory(
 ) -> dict[str, int]:
     """Compiled bytes of one ES estimate of ``es_loss`` and of ``jax.grad(backprop_loss)``.
 
-    The measurement behind chapter 7 and ``benchmarks/memory_vs_backprop.py``: both
-    programs are compiled (not run) for the same ``params`` and ``args`` (which may
-    be ``jax.ShapeDtypeStruct``), and XLA's memory analysis gives their temporaries,
-    arguments and outputs (:func:`esmeta_core.profiling.compiled_memory`). Pass the
-    query-chunked loss as ``es_loss`` to see ES's flat memory.
-
-    Returns:
-      ``{"es_bytes": int, "backprop_bytes": int}``.
+    Chapter 7's and ``benchmarks/memory_vs_backprop.py``'s measurement: both programs are
+    compiled (not run) for the same ``params`` and ``args`` (may be ``jax.ShapeDtypeStruct``)
+    and :func:`esmeta_core.profiling.compiled_memory` reads their temporaries, arguments and
+    outputs. Pass the query-chunked loss as ``es_loss`` to see ES's flat memory. Returns
+    ``{"es_bytes": int, "backprop_bytes": int}``.
     """
     from esmeta_core.profiling import compiled_memory
 
@@ -387,15 +376,16 @@ def make_es_grad(
     *,
     config: ESConfig | None = None,
     mesh: jax.sharding.Mesh | None = None,
-) -> Callable[..., tuple[Any, ESStats]]:
-    """A jitted ``(params, key, *args) -> (grads, stats)``; checks ``config`` at once."""
+    has_aux: bool = False,
+) -> Callable[..., tuple[Any, ...]]:
+    """Jitted :func:`es_grad`: ``(params, key, *args) -> (grads, stats[, aux])``; checks config."""
     config = ESConfig() if config is None else config
     mesh = population_mesh(jax.local_devices()[:1]) if mesh is None else mesh
     validate_config(config, mesh.shape[POP_AXIS])
 
     @jax.jit
     def grad_fn(params, key, *args):
-        return es_grad(loss_fn, params, key, *args, config=config, mesh=mesh)
+        return es_grad(loss_fn, params, key, *args, config=config, mesh=mesh, has_aux=has_aux)
 
     return grad_fn
 
@@ -444,21 +434,19 @@ def es_grad_masked(
     perturb: Any = None,
     config: ESConfig | None = None,
     mesh: jax.sharding.Mesh | None = None,
-) -> tuple[Any, ESStats]:
+    has_aux: bool = False,
+) -> tuple[Any, ESStats] | tuple[Any, ESStats, Any]:
     """:func:`es_grad` over the leaves where ``perturb`` is True; the others get a zero gradient.
 
-    For parameters that cannot change the loss (a conv bias right before a batch
-    norm) noise is spent for nothing, so they are held fixed (:func:`restrict`) and
-    ES runs on the rest: ``D`` counts the perturbed parameters only. The noise is
-    drawn for the list of perturbed leaves, so ``perturb=None`` (every leaf) gives
-    :func:`es_grad`'s estimate exactly.
+    For parameters that cannot change the loss (a conv bias right before a batch norm)
+    noise is spent for nothing, so they are held fixed (:func:`restrict`) and ES runs on
+    the rest: ``D`` counts the perturbed parameters only. The noise is drawn for the list
+    of perturbed leaves, so ``perturb=None`` (every leaf) gives :func:`es_grad`'s estimate
+    exactly. Returns ``(grads, stats)`` or ``(grads, stats, aux)`` as :func:`es_grad`.
 
     Args:
-      loss_fn, params, key, *args, config, mesh: as in :func:`es_grad`.
+      loss_fn, params, key, *args, config, mesh, has_aux: as in :func:`es_grad`.
       perturb: a pytree of bools with ``params``' structure (``None``: all leaves).
-
-    Returns:
-      ``(grads, stats)`` as :func:`es_grad`.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -471,5 +459,5 @@ def es_grad_masked(
       (Array([-2., -2.], dtype=float32), Array([0., 0.], dtype=float32))
     """
     free, free_loss, expand = restrict(loss_fn, params, perturb)
-    g_free, stats = es_grad(free_loss, free, key, *args, config=config, mesh=mesh)
-    return expand(g_free), stats
+    g_free, *rest = es_grad(free_loss, free, key, *args, config=config, mesh=mesh, has_aux=has_aux)
+    return expand(g_free), *rest

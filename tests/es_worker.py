@@ -80,6 +80,12 @@ def main() -> None:
             for name, leaf in grads.items():
                 results[f"{size}/{scheme}/{name}"] = leaf
             results[f"{size}/{scheme}/losses"] = sharding.to_host(stats.losses)
+            if scheme == "psum" and size in (1, 8):  # has_aux: the same gradient, all aux
+                with_aux = lambda p, *a: (loss_fn(p, *a), {"loss": loss_fn(p, *a), "w": p["w2"]})
+                aux_fn = es.make_es_grad(with_aux, config=config, mesh=mesh, has_aux=True)
+                aux_grads, _, aux = sharding.to_host(aux_fn(*inputs))
+                for name, leaf in {**aux_grads, **{f"aux_{k}": v for k, v in aux.items()}}.items():
+                    results[f"{size}/aux/{name}"] = leaf
     if not multi or jax.process_index() == 0:
         np.savez(out, **results)
     print("worker done", jax.process_index(), jax.device_count(), flush=True)

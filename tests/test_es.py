@@ -437,3 +437,77 @@ def test_backprop_memory_grows_with_the_episode_while_chunked_es_memory_stays_fl
     )
     assert large["backprop_bytes"] > 4 * small["backprop_bytes"]
     assert large["es_bytes"] < 2 * small["es_bytes"]
+
+
+# ----------------------------------------------------------------------------
+# has_aux: the loss also returns metrics; ask/tell: the fitness is computed outside JAX.
+
+
+def _with_aux(loss):
+    return lambda p: (loss(p), {"loss": loss(p), "a": p["a"]})
+
+
+@pytest.mark.parametrize("antithetic", [True, False], ids=["antithetic", "plain"])
+def test_has_aux_keeps_the_gradient_and_returns_every_members_aux(antithetic):
+    params, loss = _quadratic_tree()
+    config = es.ESConfig(population=8, sigma=0.05, antithetic=antithetic)
+    key = jax.random.key(8)
+    plain, stats = es.make_es_grad(loss, config=config)(params, key)
+    grads, aux_stats, aux = es.make_es_grad(_with_aux(loss), config=config, has_aux=True)(
+        params, key
+    )
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(grads), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(aux["loss"], stats.losses, rtol=1e-6)  # a recomputed loss
+    np.testing.assert_array_equal(aux_stats.losses, stats.losses)
+    assert aux["a"].shape == (8, 2, 2)
+    for i in range(8):  # member i's aux is the member's own perturbed parameters
+        noise = es.member_noise(key, params, i, antithetic=antithetic)
+        np.testing.assert_allclose(aux["a"][i], params["a"] + 0.05 * noise["a"], atol=1e-6)
+
+
+def test_has_aux_in_the_masked_estimator():
+    params, loss = _quadratic_tree()
+    config, key = es.ESConfig(population=8, sigma=0.05), jax.random.key(9)
+    perturb = {"a": True, "b": False}
+    plain, stats = es.es_grad_masked(loss, params, key, config=config, perturb=perturb)
+    grads, _, aux = es.es_grad_masked(
+        _with_aux(loss), params, key, config=config, perturb=perturb, has_aux=True
+    )
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(grads), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(aux["loss"], stats.losses, rtol=1e-6)
+
+
+def test_has_aux_on_1_and_8_devices(eight_device_grads):
+    # The worker's aux is {"loss": the member's loss, "w": its perturbed w2}.
+    for size in (1, 8):
+        for name in ("w1", "b1", "w2"):
+            np.testing.assert_array_equal(
+                eight_device_grads[f"{size}/aux/{name}"], eight_device_grads[f"{size}/psum/{name}"]
+            )
+        np.testing.assert_allclose(
+            eight_device_grads[f"{size}/aux/aux_loss"],
+            eight_device_grads[f"{size}/psum/losses"],
+            rtol=1e-6,
+        )
+        aux_w = eight_device_grads[f"{size}/aux/aux_w"]
+        assert aux_w.shape == (64, 16, 3)
+        np.testing.assert_allclose(aux_w, eight_device_grads["1/aux/aux_w"], atol=1e-6)
+    pairs = eight_device_grads["8/aux/aux_w"].reshape(32, 2, 16, 3)  # +-eps_j about one centre
+    centres = pairs[:, 0] + pairs[:, 1]
+    np.testing.assert_allclose(centres, np.broadcast_to(centres[0], centres.shape), atol=1e-5)
+
+
+def test_ask_tell_with_numpy_fitness_gives_es_grad(tmp_path):
+    """Runs every Python block of docs/api.md; the ask/tell block matches es_grad."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    blocks = text.split("```python\n")[1:]
+    assert len(blocks) == 2
+    for block in blocks:
+        namespace: dict = {}
+        exec(compile(block.split("```")[0], "docs/api.md", "exec"), namespace)
+    params, key, config = namespace["params"], namespace["key"], namespace["config"]
+    expected, _ = es.es_grad(lambda p: jnp.sum((p - 1.0) ** 2), params, key, config=config)
+    np.testing.assert_allclose(namespace["grads"], expected, rtol=1e-6, atol=1e-7)
+    assert float(namespace["grads"] @ (1.0 - params)) < 0  # a descent direction
