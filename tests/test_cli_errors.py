@@ -27,6 +27,7 @@ from bad_files import npz_with_header, png_header_only, png_of_size
 from esmeta_core import cli, evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
+SEED_RANGE = "seed must be a whole number >= 0 and <= 4294967295 (2**32 - 1)"
 
 
 class Result(NamedTuple):
@@ -179,10 +180,10 @@ def test_train_on_bad_data_exits_2_with_one_clear_line(
     [
         (["--lr", "inf"], None, "lr must be a finite number > 0, got inf"),
         (["--train-way", "-1"], None, "train_way must be a whole number >= 2"),
-        (["--seed", "-1"], None, "seed must be a whole number >= 0, got -1"),
+        (["--seed", "-1"], None, SEED_RANGE + ", got -1"),
         ([], '{"lr": null}', "lr must be a finite number > 0, got None"),
         ([], '{"train_way": "5"}', "train_way must be a whole number >= 2 or null, got '5'"),
-        ([], '{"seed": 1.5}', "seed must be a whole number >= 0, got 1.5"),
+        ([], '{"seed": 1.5}', SEED_RANGE + ", got 1.5"),
         ([], '{"steps": 0}', "steps must be a whole number >= 1, got 0"),
         ([], '{"population": -5}', "population must be a whole number >= 1"),
         ([], '{"query_chunk": 4}', "query_chunk=4: this option was removed from esmeta"),
