@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from esmeta_core import configs
 from esmeta_core.configs import PRESETS
 from esmeta_core.experiments.sweep import train_or_reload
 
@@ -44,6 +45,11 @@ class Config:
     lr: float = 1e-3
     eval_episodes: int = 1000
     seed: int = 0
+
+
+RULES = {  # the fields whose type says too little (configs.validate_settings)
+    "separable_widths": configs.tuple_of(configs.integer_at_least(1), allow_empty=True),
+}
 
 
 def train_config(config: Config, width: int, *, separable: bool = False):

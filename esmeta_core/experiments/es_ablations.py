@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from esmeta_core import configs
 from esmeta_core.configs import ABLATION_BASELINE
 from esmeta_core.experiments.sweep import is_finished, train_or_reload
 
@@ -74,6 +75,11 @@ class Config:
     seeds: tuple[int, ...] = (0, 1)
     steps: int = 200
     eval_episodes: int = 300
+
+
+RULES = {  # the fields whose type says too little (configs.validate_settings)
+    "rows": configs.tuple_of(configs.one_of(ROWS)),
+}
 
 
 def train_config(config: Config, row: str, seed: int):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from esmeta_core import configs
 from esmeta_core.configs import PRESETS
 from esmeta_core.experiments.sweep import train_or_reload
 
@@ -36,6 +37,12 @@ class Config:
     seeds: tuple[int, ...] = (0, 1, 2)
     lr: float | None = None
     shaping: str | None = None
+
+
+RULES = {  # the fields whose type says too little (configs.validate_settings)
+    "preset": configs.one_of(PRESETS),
+    "shaping": configs.optional(configs.one_of(configs.SHAPINGS)),
+}
 
 
 def preset_config(config: Config):
