@@ -635,6 +635,11 @@ def experiment_settings(name: str, argv: list[str]) -> Any:
     module = _experiment_module(name)
     config = experiment_config(module.Config, argv, f"esmeta experiment {name}")
     configs.validate_settings(config, getattr(module, "RULES", None))
+    for train_config in getattr(module, "train_configs", lambda _: [])(config):
+        try:  # the ProtoNet runs it will train, all checked before the first starts
+            validate_config(train_config)
+        except ConfigError as e:
+            raise ConfigError(f"these settings give a run whose {e}", field=e.field) from None
     return config
 
 

@@ -90,7 +90,7 @@ def test_every_field_of_every_experiment_has_a_rule():
         module = _module(name)
         rules = configs.settings_rules(module.Config, getattr(module, "RULES", None))
         assert set(rules) == {f.name for f in dataclasses.fields(module.Config)}, name
-        configs.validate_settings(module.Config(), getattr(module, "RULES", None))  # defaults
+        assert cli.experiment_settings(name, []) == module.Config()  # the defaults pass
 
 
 def test_every_experiment_has_fields_to_check():
@@ -127,6 +127,11 @@ def test_a_bad_value_of_any_setting_is_one_line_and_exit_2(esmeta, tmp_path, nam
         ("vsml", ["--learners", "nope"], "--learners must be one of"),
         ("vsml-long", ["--seed", str(2**63)], "--seed must be a whole number >= 0 and <="),
         ("capacity", ["--separable-widths", "0"], "--separable-widths must be"),
+        # the runs an experiment trains, all checked before the first starts
+        ("population-sweep", ["--budget", "10"], "give a run whose steps must be"),
+        ("population-sweep", ["--populations", "64,7"], "give a run whose population"),
+        ("capacity", ["--query", "16"], "give a run whose shot + query"),
+        ("main-seeds", ["--preset", "smoke", "--lr", "1e400"], "--lr must be"),
     ],
 )
 def test_the_reported_experiment_settings_are_refused(esmeta, tmp_path, name, args, needle):

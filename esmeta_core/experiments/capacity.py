@@ -68,6 +68,13 @@ def train_config(config: Config, width: int, *, separable: bool = False):
     )
 
 
+def train_configs(config: Config) -> list[configs.TrainConfig]:
+    """Every run's ``TrainConfig`` (the CLI checks them all before the first trains)."""
+    return [train_config(config, w) for w in config.widths] + [
+        train_config(config, w, separable=True) for w in config.separable_widths
+    ]
+
+
 def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     """Trains one backprop ProtoNet per width and writes ``capacity.json``."""
     from esmeta_core import report

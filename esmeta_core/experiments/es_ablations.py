@@ -96,6 +96,11 @@ def train_config(config: Config, row: str, seed: int):
     )
 
 
+def train_configs(config: Config) -> list[configs.TrainConfig]:
+    """Every run's ``TrainConfig`` (the CLI checks them all before the first trains)."""
+    return [train_config(config, row, seed) for row in config.rows for seed in config.seeds]
+
+
 def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     """Trains every (row, seed) of ``config.rows`` not yet trained; writes ``ablations.json``.
 

@@ -51,6 +51,11 @@ def preset_config(config: Config):
     return dataclasses.replace(PRESETS[config.preset], **overrides)
 
 
+def train_configs(config: Config) -> list[configs.TrainConfig]:
+    """Every run's ``TrainConfig`` (the CLI checks them all before the first trains)."""
+    return [dataclasses.replace(preset_config(config), seed=seed) for seed in config.seeds]
+
+
 def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     """Trains ``config.preset`` once per seed and writes ``main_seeds.json``."""
     from esmeta_core import report
