@@ -566,12 +566,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     from esmeta_core import checkpoint
 
     resume = getattr(args, "resume", False)
-    if args.preset and args.config:
+    if args.preset is not None and args.config is not None:
         raise ConfigError("--preset and --config exclude each other: give one.")
-    if args.config:
+    if args.config is not None:
         config = TrainConfig.load(args.config)
-    elif args.preset or not resume:
-        config = get_preset(args.preset or DEFAULT_PRESET)
+    elif args.preset is not None or not resume:
+        config = get_preset(DEFAULT_PRESET if args.preset is None else args.preset)
     else:
         config = checkpoint.saved_config(args.workdir)
         if config is None:
@@ -624,11 +624,46 @@ def _config(args: argparse.Namespace, rest: list[str], command: str) -> None:
     print(json.dumps(config_from_args(args).to_json(), indent=2))
 
 
+def experiment_settings(name: str, argv: list[str]) -> Any:
+    """Experiment ``name``'s ``Config`` from the flags in ``argv``, checked before any compute
+    by :func:`esmeta_core.configs.validate_settings` with the module's ``RULES``.
+
+    Raises:
+      SystemExit: (status 2) an unknown flag or a value of the wrong type.
+      ConfigError: a value out of its range, an unknown preset or option, an empty list.
+    """
+    module = _experiment_module(name)
+    config = experiment_config(module.Config, argv, f"esmeta experiment {name}")
+    configs.validate_settings(config, getattr(module, "RULES", None))
+    for train_config in getattr(module, "train_configs", lambda _: [])(config):
+        try:  # the ProtoNet runs it will train, all checked before the first starts
+            validate_config(train_config)
+        except ConfigError as e:
+            raise ConfigError(f"these settings give a run whose {e}", field=e.field) from None
+    return config
+
+
 def _experiment(args: argparse.Namespace, rest: list[str], command: str) -> None:
     module = _experiment_module(args.name)
-    out = args.out or f"runs/experiments/{args.name}"
-    module.run(experiment_config(module.Config, rest, f"esmeta experiment {args.name}"), out)
+    out = args.out if args.out is not None else f"runs/experiments/{args.name}"
+    module.run(args.settings, out)
     print(f"Wrote results of {args.name} to {out}")
+
+
+# Flags that name a file, folder or preset: an empty or blank value is refused.
+NAME_FLAGS = ("workdir", "out", "preset", "config")
+
+
+def check_names(args: argparse.Namespace) -> None:
+    """Refuses an empty or blank ``--workdir``, ``--out``, ``--preset`` or ``--config``.
+
+    Raises:
+      ConfigError: naming the flag (``--workdir ''`` would write into the current folder).
+    """
+    for name in NAME_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None and not value.strip():
+            raise ConfigError(f"--{name} must be a non-empty name, got {value!r}.")
 
 
 COMMANDS = {"train": _train, "eval": _eval, "config": _config, "experiment": _experiment}
@@ -719,6 +754,13 @@ def _dispatch(
             args.experiment_parser.error("the following arguments are required: NAME")
     elif rest:
         parser.parse_args(argv)  # reports the unknown arguments and exits 2
+    try:  # before the processes start and before any compute
+        check_names(args)
+        if args.command == "experiment":
+            args.settings = experiment_settings(args.name, rest)
+    except ConfigError as e:
+        print(f"esmeta: error: {e}", file=sys.stderr)
+        return 2
     if args.command in ("train", "experiment"):
         code = _start_processes(args)
         if code is not None:

@@ -18,6 +18,8 @@ from esmeta_core.data.episodes import validate_episode_size
 from esmeta_core.data.omniglot import SPLIT_CLASSES, SPLITS
 
 METHODS = ("es", "backprop")
+MAX_SEED = 2**32 - 1  # seeds are 0 .. MAX_SEED (jax.random.key takes below 2**63)
+MAX_CONFIG_BYTES = 1_000_000  # a config file is a few hundred bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,10 +122,16 @@ class TrainConfig:
           OSError: the file cannot be read.
         """
         path = Path(path)
+        with open(path, "rb") as f:  # /dev/zero and huge files: read one byte past the cap
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes; not a config.")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(raw.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path} is not valid JSON ({e}).") from None
+        except (RecursionError, ValueError):  # nesting deeper than the parser's stack
+            raise ConfigError(f"{path} is nested too deeply to be a config.") from None
         try:
             return cls.from_json(data)
         except ConfigError as e:
@@ -289,6 +297,13 @@ def _integer(minimum: int, *, optional: bool = False) -> Callable[[Any], str | N
     return rule
 
 
+def _seed(value: Any) -> str | None:
+    """A seed: a whole number in ``[0, MAX_SEED]`` (``jax.random.key`` overflows at 2**63)."""
+    if not _is_int(value) or not 0 <= value <= MAX_SEED:
+        return f"must be a whole number >= 0 and <= {MAX_SEED} (2**32 - 1)"
+    return None
+
+
 def _integer_or_auto(value: Any) -> str | None:
     """``chunk_size``: a whole number >= 1, or ``"auto"`` (see es.resolve_chunk_size)."""
     if value == "auto" or (_is_int(value) and value >= 1):
@@ -346,7 +361,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "log_every": _integer(1),
     "checkpoint_every": _integer(1),
     "max_nonfinite_steps": _integer(1),
-    "seed": _integer(0),
+    "seed": _seed,
     "lr_schedule": _one_of(LR_SCHEDULES),
     "lr_final_fraction": _number_in(0.0, 1.0),
     "adam_b1": _number_in(0.0, 1.0, upper_open=True),
@@ -473,3 +488,130 @@ def es_config(config: TrainConfig):
         chunk_size=config.chunk_size,
         shaping=config.shaping,
     )
+
+
+# ---------------------------------------------------------------------------
+# Experiment settings: every field of an experiment's ``Config`` through rules like RULES.
+
+Rule = Callable[[Any], str | None]
+
+
+def integer_at_least(minimum: int) -> Rule:
+    """A whole number >= ``minimum``."""
+    return _integer(minimum)
+
+
+def number_in(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Rule:
+    """A finite number in ``[low, high]``; ``low_open`` / ``high_open`` leave an end out."""
+
+    def rule(value: Any) -> str | None:
+        inside = _is_number(value) and math.isfinite(value)
+        inside = inside and (value > low if low_open else value >= low)
+        inside = inside and (value < high if high_open else value <= high)
+        span = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        return None if inside else f"must be a number in {span}"
+
+    return rule
+
+
+def non_negative_finite(value: Any) -> str | None:
+    """A finite number >= 0."""
+    ok = _is_number(value) and math.isfinite(value) and value >= 0
+    return None if ok else "must be a finite number >= 0"
+
+
+def finite_number(value: Any) -> str | None:
+    """Any finite number."""
+    return None if _is_number(value) and math.isfinite(value) else "must be a finite number"
+
+
+def one_of(options: Any) -> Rule:
+    """A string among ``options`` (read when the rule runs, so a dict of presets works)."""
+
+    def rule(value: Any) -> str | None:
+        names = tuple(options)
+        return None if isinstance(value, str) and value in names else f"must be one of {names}"
+
+    return rule
+
+
+def optional(rule: Rule) -> Rule:
+    """``None``, or a value ``rule`` takes."""
+
+    def check(value: Any) -> str | None:
+        problem = None if value is None else rule(value)
+        return f"{problem} or none" if problem else None
+
+    return check
+
+
+def tuple_of(rule: Rule, *, allow_empty: bool = False) -> Rule:
+    """A tuple (non-empty unless ``allow_empty``) whose items ``rule`` takes."""
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, tuple) or (not value and not allow_empty):
+            return "must be a non-empty list (comma-separated)"
+        problems = [p for p in map(rule, value) if p]
+        return f"{problems[0]} (each item)" if problems else None
+
+    return check
+
+
+def non_empty_string(value: Any) -> str | None:
+    """A name: a string that is not empty or blank."""
+    return None if isinstance(value, str) and value.strip() else "must be a non-empty name"
+
+
+def _type_rule(name: str, annotation: Any) -> Rule | None:
+    """The rule a field gets from its type alone: counts >= 1, seeds bounded, numbers finite
+    and > 0, names non-empty, tuples non-empty; ``None`` for a type with no such rule."""
+    import types
+    import typing
+
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        inner = _type_rule(name, rest[0]) if len(rest) == 1 else None
+        return optional(inner) if inner else None
+    if typing.get_origin(annotation) is tuple and args:
+        inner = _type_rule(name.removesuffix("s"), args[0])
+        return tuple_of(inner) if inner else None
+    if annotation is int and name == "seed":
+        return _seed
+    scalars = {bool: _boolean, int: _integer(1), float: _positive_finite, str: non_empty_string}
+    return scalars.get(annotation)
+
+
+def settings_rules(config_class: type, rules: dict[str, Rule] | None = None) -> dict[str, Rule]:
+    """One rule per field of an experiment's ``Config``: ``rules[name]``, else its type's.
+
+    Raises:
+      TypeError: a field whose type has no rule and that ``rules`` leaves out.
+    """
+    import typing
+
+    hints = typing.get_type_hints(config_class)
+    out = {}
+    for field in dataclasses.fields(config_class):
+        rule = (rules or {}).get(field.name) or _type_rule(field.name, hints[field.name])
+        if rule is None:
+            raise TypeError(f"{config_class.__qualname__}.{field.name} has no validation rule.")
+        out[field.name] = rule
+    return out
+
+
+def validate_settings(config: Any, rules: dict[str, Rule] | None = None) -> None:
+    """Checks every field of an experiment's ``Config`` before any compute.
+
+    ``rules`` (the experiment module's ``RULES``) name the fields whose type alone
+    says too little (a preset, an option list, a fraction); every other field gets the
+    rule of its type (:func:`settings_rules`).
+
+    Raises:
+      ConfigError: naming the first bad field (as its flag), its value and what it must be.
+    """
+    for name, rule in settings_rules(type(config), rules).items():
+        value = getattr(config, name)
+        problem = rule(value)
+        if problem:
+            raise ConfigError(f"--{name.replace('_', '-')} {problem}, got {value!r}.", field=name)

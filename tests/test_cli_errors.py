@@ -13,6 +13,8 @@ backprop, resume overrides, read-only file systems) are in ``tests/test_train.py
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from bad_files import npz_with_header, png_header_only, png_of_size
 from esmeta_core import cli, evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
+SEED_RANGE = "seed must be a whole number >= 0 and <= 4294967295 (2**32 - 1)"
 
 
 class Result(NamedTuple):
@@ -35,14 +38,21 @@ class Result(NamedTuple):
     stderr: str
 
 
-def _esmeta_command(*args: str, data_dir: Path | None = None, timeout: float = 300) -> Result:
-    """Runs the installed ``esmeta`` command (or ``python -m esmeta_core.cli``) on this checkout."""
+def _esmeta_command(
+    *args: str, data_dir: Path | None = None, timeout: float = 300, tfds: bool = False
+) -> Result:
+    """Runs the installed ``esmeta`` command (or ``python -m esmeta_core.cli``) on this checkout.
+
+    ``tfds``: with ``ESMETA_DATA_SOURCE=tfds``.
+    """
     script = Path(sys.executable).with_name("esmeta")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "esmeta_core.cli"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("XLA_FLAGS", None)
     if data_dir is not None:
         env["ESMETA_DATA_DIR"] = str(data_dir)
+    if tfds:
+        env["ESMETA_DATA_SOURCE"] = "tfds"
     done = subprocess.run(
         [*command, *args],
         env=env,
@@ -179,10 +189,10 @@ def test_train_on_bad_data_exits_2_with_one_clear_line(
     [
         (["--lr", "inf"], None, "lr must be a finite number > 0, got inf"),
         (["--train-way", "-1"], None, "train_way must be a whole number >= 2"),
-        (["--seed", "-1"], None, "seed must be a whole number >= 0, got -1"),
+        (["--seed", "-1"], None, SEED_RANGE + ", got -1"),
         ([], '{"lr": null}', "lr must be a finite number > 0, got None"),
         ([], '{"train_way": "5"}', "train_way must be a whole number >= 2 or null, got '5'"),
-        ([], '{"seed": 1.5}', "seed must be a whole number >= 0, got 1.5"),
+        ([], '{"seed": 1.5}', SEED_RANGE + ", got 1.5"),
         ([], '{"steps": 0}', "steps must be a whole number >= 1, got 0"),
         ([], '{"population": -5}', "population must be a whole number >= 1"),
         ([], '{"query_chunk": 4}', "query_chunk=4: this option was removed from esmeta"),
@@ -285,3 +295,41 @@ def test_an_import_error_inside_esmeta_keeps_its_traceback(esmeta, monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "config", broken)
     with pytest.raises(ModuleNotFoundError):
         esmeta("config", "--preset", "smoke")
+
+
+@pytest.mark.parametrize(
+    ("args", "config_text", "needle"),
+    [
+        (["--seed", str(2**63)], None, SEED_RANGE + f", got {2**63}"),
+        (["--seed", str(2**32)], None, SEED_RANGE + f", got {2**32}"),
+        ([], json.dumps({"seed": 2**63}), SEED_RANGE + f", got {2**63}"),
+        ([], "[" * 200_000 + "]" * 200_000, "is nested too deeply to be a config"),
+        (["--config", "/dev/zero"], None, "/dev/zero is larger than 1000000 bytes"),
+    ],
+    ids=["seed-2**63", "seed-2**32", "file-seed-2**63", "file-deep", "dev-zero"],
+)
+def test_big_seeds_deep_and_endless_config_files_exit_2(
+    esmeta, tmp_path, args, config_text, needle
+):
+    """Seeds of 2**63 crashed in jax.random.key; deep JSON and /dev/zero crashed the reader."""
+    if "/dev/zero" in args and not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    if config_text is not None:
+        (tmp_path / "bad.json").write_text(config_text)
+        args = [*args, "--config", str(tmp_path / "bad.json")]
+    result = esmeta("train", "--workdir", str(tmp_path / "run"), *args)
+    assert result.returncode == 2
+    _assert_clean_failure(result, "esmeta: error:", needle)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_tfds_source_without_tensorflow_is_one_line_and_exit_2(tmp_path, omniglot_dir):
+    """The real command, as a user meets it: the install hint, nothing else."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        pytest.skip("TensorFlow is installed here")
+    args = ("train", "--preset", "smoke", "--workdir", str(tmp_path / "run"), "--no-progress")
+    result = _esmeta_command(*args, data_dir=omniglot_dir, tfds=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    _assert_clean_failure(result, "esmeta: error:", "pip install 'esmeta_core[tfds]'")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-3000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from esmeta_core.configs import ConfigError, TrainConfig
 
 BOUNDED = settings(max_examples=60, deadline=None, derandomize=True)
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+SEED_RANGE = "seed must be a whole number >= 0 and <= 4294967295 (2**32 - 1)"
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
@@ -68,7 +70,7 @@ def test_bad_field_raises_config_error_naming_it(changes, field):
     [
         ('{"lr": null}', "lr must be a finite number > 0, got None"),
         ('{"train_way": "5"}', "train_way must be a whole number >= 2 or null, got '5'"),
-        ('{"seed": 1.5}', "seed must be a whole number >= 0, got 1.5"),
+        ('{"seed": 1.5}', re.escape(SEED_RANGE + ", got 1.5")),
         ('{"shot": 0}', "shot must be a whole number >= 1, got 0"),
         ("[1, 2]", "must be a JSON object of TrainConfig fields, got list"),
         ('{"lr": 0.1,}', "is not valid JSON"),
@@ -322,3 +324,59 @@ def test_a_bad_metrics_line_before_the_last_names_the_file():
 def test_finite_rule_rejects_huge_overflowing_values_only_when_not_finite():
     assert configs.RULES["lr"](1e30) is None  # finite: the run itself stops if it diverges
     assert configs.RULES["lr"](math.inf) is not None
+
+
+def test_the_seed_bound_is_inside_what_jax_random_key_takes():
+    """Seeds of 2**63 and above passed validation, then overflowed in ``jax.random.key``."""
+    import jax
+
+    from esmeta_core.train_step import step_key
+
+    assert configs.MAX_SEED == 2**32 - 1
+    jax.random.key(configs.MAX_SEED)  # the largest seed, and its noise keys, work
+    step_key(configs.MAX_SEED, 10**6)
+    with pytest.raises(OverflowError):
+        jax.random.key(2**63)  # why seeds need a bound at all
+    configs.validate_config(dataclasses.replace(configs.PRESETS["smoke"], seed=configs.MAX_SEED))
+    for seed in (configs.MAX_SEED + 1, 2**63 - 1, 2**63, 2**64):
+        with pytest.raises(ConfigError, match=re.escape(SEED_RANGE)) as info:
+            configs.validate_config(dataclasses.replace(configs.PRESETS["smoke"], seed=seed))
+        assert info.value.field == "seed"
+
+
+def test_a_seed_of_2_to_the_63_in_a_config_file_is_one_config_error(tmp_path):
+    path = tmp_path / "big-seed.json"
+    path.write_text(json.dumps({"seed": 2**63}))
+    with pytest.raises(ConfigError, match=re.escape(SEED_RANGE)) as info:
+        TrainConfig.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_deeply_nested_config_file_is_one_config_error_naming_it(tmp_path):
+    """200,000 levels raised RecursionError from the JSON parser."""
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ConfigError, match="nested too deeply") as info:
+        TrainConfig.load(path)
+    assert str(path) in str(info.value)
+    path.write_text('{"seed": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        TrainConfig.load(path)
+
+
+def test_a_config_file_over_the_size_cap_is_refused_without_reading_it_all(tmp_path):
+    """``--config /dev/zero`` raised MemoryError: the reader had no size cap."""
+    import time
+
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"seed": 0}) + " " * configs.MAX_CONFIG_BYTES)
+    with pytest.raises(ConfigError, match="larger than 1000000 bytes") as info:
+        TrainConfig.load(path)
+    assert str(path) in str(info.value)
+    path.write_text(json.dumps({"seed": 0}).ljust(configs.MAX_CONFIG_BYTES))  # at the cap: read
+    assert TrainConfig.load(path).seed == 0
+    if Path("/dev/zero").exists():
+        start = time.perf_counter()
+        with pytest.raises(ConfigError, match="/dev/zero is larger than"):
+            TrainConfig.load("/dev/zero")
+        assert time.perf_counter() - start < 5

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from esmeta_core import configs
 from esmeta_core.configs import PRESETS
 from esmeta_core.experiments.sweep import train_or_reload
 
@@ -46,6 +47,11 @@ class Config:
     seed: int = 0
 
 
+RULES = {  # the fields whose type says too little (configs.validate_settings)
+    "separable_widths": configs.tuple_of(configs.integer_at_least(1), allow_empty=True),
+}
+
+
 def train_config(config: Config, width: int, *, separable: bool = False):
     """The ``backprop-5w5s`` preset at ``width``, shortened to ``config.steps``."""
     return dataclasses.replace(
@@ -60,6 +66,13 @@ def train_config(config: Config, width: int, *, separable: bool = False):
         checkpoint_every=config.steps,
         log_every=20,
     )
+
+
+def train_configs(config: Config) -> list[configs.TrainConfig]:
+    """Every run's ``TrainConfig`` (the CLI checks them all before the first trains)."""
+    return [train_config(config, w) for w in config.widths] + [
+        train_config(config, w, separable=True) for w in config.separable_widths
+    ]
 
 
 def run(config: Config, out_dir: str | Path) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from esmeta_core import configs
 from esmeta_core.configs import ABLATION_BASELINE
 from esmeta_core.experiments.sweep import is_finished, train_or_reload
 
@@ -76,6 +77,11 @@ class Config:
     eval_episodes: int = 300
 
 
+RULES = {  # the fields whose type says too little (configs.validate_settings)
+    "rows": configs.tuple_of(configs.one_of(ROWS)),
+}
+
+
 def train_config(config: Config, row: str, seed: int):
     """``ABLATION_BASELINE`` with ``row``'s changes, ``config.steps`` steps."""
     if row not in ROWS:
@@ -88,6 +94,11 @@ def train_config(config: Config, row: str, seed: int):
         eval_episodes=config.eval_episodes,
         checkpoint_every=50,
     )
+
+
+def train_configs(config: Config) -> list[configs.TrainConfig]:
+    """Every run's ``TrainConfig`` (the CLI checks them all before the first trains)."""
+    return [train_config(config, row, seed) for row in config.rows for seed in config.seeds]
 
 
 def run(config: Config, out_dir: str | Path) -> dict[str, Any]:

@@ -71,7 +71,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from esmeta_core import evaluation, protonet, report
+from esmeta_core import configs, evaluation, protonet, report
 from esmeta_core.data import Episode, episode_rng, load_split, sample_episode
 from esmeta_core.data.digits import load_digits
 from esmeta_core.evograd import (
@@ -114,6 +114,16 @@ class Config:
     test_episodes: int = 250
     timing_repeats: int = 5
     record_every: int = 10
+
+
+RULES = {  # the fields whose type says too little (configs.validate_settings)
+    "way": configs.integer_at_least(2),
+    "domains": configs.integer_at_least(2),
+    "gamma0": configs.finite_number,
+    "beta0": configs.finite_number,
+    "pretrain_steps": configs.integer_at_least(0),
+    "methods": configs.tuple_of(configs.one_of(METHODS)),
+}
 
 
 @dataclasses.dataclass(frozen=True)

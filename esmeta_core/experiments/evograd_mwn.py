@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from esmeta_core import report
+from esmeta_core import configs, report
 from esmeta_core.data.digits import load_digits
 from esmeta_core.evograd import (
     BilevelState,
@@ -97,6 +97,13 @@ class Config:
     # The last layer's initial weights times this (see the module docstring); 1 was the
     # committed mwn.json's initialisation, where seed 2's steep initial map failed.
     weight_net_out_scale: float = 0.1
+
+
+RULES = {  # the fields whose type says too little (configs.validate_settings)
+    "noise_rate": configs.number_in(0.0, 1.0, high_open=True),
+    "noises": configs.tuple_of(configs.one_of(NOISE_KINDS)),
+    "weight_net_out_scale": configs.non_negative_finite,
+}
 
 
 @dataclasses.dataclass(frozen=True)

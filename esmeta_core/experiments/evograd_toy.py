@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esmeta_core import report
+from esmeta_core import configs, report
 from esmeta_core.evograd import evograd_hypergradient
 from esmeta_core.plotting import save_figure
 
@@ -33,6 +33,11 @@ class Config:
     copies_sweep: tuple[int, ...] = (2, 10, 100)
     trajectory_starts: tuple[float, ...] = (0.1, 0.5, 2.0, 3.0)
     trajectory_steps: int = 300
+
+
+RULES = {  # the fields whose type says too little (configs.validate_settings)
+    "trajectory_starts": configs.tuple_of(configs.finite_number),
+}
 
 
 def train_loss(x, lam, _batch=None):

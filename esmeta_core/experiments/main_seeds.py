@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from esmeta_core import configs
 from esmeta_core.configs import PRESETS
 from esmeta_core.experiments.sweep import train_or_reload
 
@@ -38,10 +39,21 @@ class Config:
     shaping: str | None = None
 
 
+RULES = {  # the fields whose type says too little (configs.validate_settings)
+    "preset": configs.one_of(PRESETS),
+    "shaping": configs.optional(configs.one_of(configs.SHAPINGS)),
+}
+
+
 def preset_config(config: Config):
     """The preset with ``config``'s overrides (the seed is set per run)."""
     overrides = {k: getattr(config, k) for k in ("lr", "shaping") if getattr(config, k) is not None}
     return dataclasses.replace(PRESETS[config.preset], **overrides)
+
+
+def train_configs(config: Config) -> list[configs.TrainConfig]:
+    """Every run's ``TrainConfig`` (the CLI checks them all before the first trains)."""
+    return [dataclasses.replace(preset_config(config), seed=seed) for seed in config.seeds]
 
 
 def run(config: Config, out_dir: str | Path) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from esmeta_core import report
+from esmeta_core import configs, report
 from esmeta_core.configs import ABLATION_BASELINE
 from esmeta_core.experiments.sweep import train_or_reload
 from esmeta_core.report import write_result
@@ -29,6 +29,22 @@ class Config:
     eval_episodes: int = 1000
 
 
+def train_config(config: Config, population: int):
+    """``ABLATION_BASELINE`` at ``population`` for ``budget // population`` steps."""
+    return dataclasses.replace(
+        ABLATION_BASELINE,
+        population=population,
+        steps=config.budget // population,
+        eval_episodes=config.eval_episodes,
+        checkpoint_every=max(1, config.budget // population),
+    )
+
+
+def train_configs(config: Config) -> list[configs.TrainConfig]:
+    """Every run's ``TrainConfig`` (the CLI checks them all before the first trains)."""
+    return [train_config(config, population) for population in config.populations]
+
+
 def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     """Trains one ``main``-preset run per population into ``out_dir/sweep/N<population>``.
 
@@ -39,18 +55,12 @@ def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     start = time.perf_counter()
     rows = []
     for population in config.populations:
-        train_config = dataclasses.replace(
-            ABLATION_BASELINE,
-            population=population,
-            steps=config.budget // population,
-            eval_episodes=config.eval_episodes,
-            checkpoint_every=max(1, config.budget // population),
-        )
-        summary = train_or_reload(train_config, out_dir / "sweep" / f"N{population}")
+        run_config = train_config(config, population)
+        summary = train_or_reload(run_config, out_dir / "sweep" / f"N{population}")
         rows.append(
             {
                 "population": population,
-                "steps": train_config.steps,
+                "steps": run_config.steps,
                 **summary["eval"]["5w5s"],
                 "train_wall_s": summary["train_wall_s"],
             }

@@ -25,10 +25,17 @@ from typing import Any
 
 import numpy as np
 
+from esmeta_core import configs, resources
+from esmeta_core.configs import PRESETS
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Inputs of the fit and the TPU estimate (assumptions named as such)."""
+    """Inputs of the fit and the TPU estimate (assumptions named as such).
+
+    ``results``: folders of ES runs; a relative ``results/...`` path that is not a
+    folder here is read from the committed results (:func:`results_root`).
+    """
 
     results: tuple[str, ...] = ("results/protonet", "results/archive/tuning")
     target: float = 0.984
@@ -39,6 +46,30 @@ class Config:
     f32_passes: int = 3
     utilisation: float = 0.3
     preset: str = "es-5w5s-conv4-64"
+
+
+RULES = {  # the fields whose type says too little (configs.validate_settings)
+    "results": configs.tuple_of(lambda p: None if results_root(p).is_dir() else "must be folders"),
+    "target": configs.number_in(0.0, 1.0, low_open=True, high_open=True),
+    "utilisation": configs.number_in(0.0, 1.0, low_open=True),
+    "preset": configs.one_of(PRESETS),
+}
+
+
+def results_root(path: str | Path) -> Path:
+    """``path`` itself if it is a folder here, else ``results/X`` of the committed results.
+
+    The defaults (``results/protonet``, ``results/archive/tuning``) so work from any
+    folder: they are read from the checkout's or the installed package's results
+    (:func:`esmeta_core.resources.results_dir`).
+    """
+    path = Path(path)
+    if path.is_dir() or path.is_absolute() or path.parts[:1] != ("results",):
+        return path
+    try:
+        return resources.results_dir().joinpath(*path.parts[1:])
+    except FileNotFoundError:
+        return path
 
 
 def member_flops(width: int, *, way: int = 5, shot: int = 5, query: int = 5) -> float:
@@ -60,8 +91,12 @@ def member_flops(width: int, *, way: int = 5, shot: int = 5, query: int = 5) -> 
     return float(cost["flops"])
 
 
-def es_points(root: Path) -> list[dict[str, Any]]:
-    """(run, width, member evaluations, accuracy) of every ES run under ``root``."""
+def es_points(root: Path, shown: str | Path | None = None) -> list[dict[str, Any]]:
+    """(run, width, member evaluations, accuracy) of every ES run under ``root``.
+
+    A run is named by its folder under ``shown`` (default ``root``): the name it is
+    given on the command line, wherever ``root`` was found.
+    """
     import json
 
     points = []
@@ -74,7 +109,7 @@ def es_points(root: Path) -> list[dict[str, Any]]:
             continue
         points.append(
             {
-                "run": str(path.parent),
+                "run": str(Path(shown or root) / path.parent.relative_to(root)),
                 "lr": config["lr"],
                 "width": config["width"],
                 "separable": config.get("separable", False),
@@ -94,10 +129,9 @@ def es_points(root: Path) -> list[dict[str, Any]]:
 def run(config: Config, out_dir: str | Path) -> dict[str, Any]:
     """Writes ``scaling.json``: the points, the power-law fit and the TPU estimate."""
     from esmeta_core import report
-    from esmeta_core.configs import PRESETS
 
     wall0 = time.perf_counter()
-    points = [p for root in config.results for p in es_points(Path(root))]
+    points = [p for root in config.results for p in es_points(results_root(root), root)]
     fit_points = [
         p
         for p in points

@@ -56,7 +56,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from esmeta_core import es, nets, report, sharding, vsml
+from esmeta_core import configs, es, nets, report, sharding, vsml
 from esmeta_core.data import tasks
 from esmeta_core.data.tasks import LENGTH, N_IN, WAY, Pool
 from esmeta_core.plotting import save_figure
@@ -124,6 +124,13 @@ class Config:
     mlp_hidden: tuple[int, ...] = (8,)
     mlp_grad_lr: float = 0.03
     redo: bool = False
+
+
+RULES = {  # the fields whose type says too little (configs.validate_settings)
+    "learners": configs.tuple_of(configs.one_of(NAMES)),
+    "init": configs.one_of(vsml.INITS),
+    "mlp_hidden": configs.tuple_of(configs.integer_at_least(1), allow_empty=True),
+}
 
 
 def validate_config(config: Config) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import optax
 
-from esmeta_core import nets, report
+from esmeta_core import configs, nets, report
 from esmeta_core.data import tasks
 from esmeta_core.experiments import vsml_generalisation as gen
 
@@ -52,6 +52,11 @@ class Config:
     settings: tuple[str, ...] = tuple(SETTINGS)
     tasks_short: int = 200
     tasks_long: int = 50
+
+
+RULES = {  # the fields whose type says too little (configs.validate_settings)
+    "settings": configs.tuple_of(configs.one_of(SETTINGS)),
+}
 
 
 def _pool(name: str) -> tasks.Pool:
