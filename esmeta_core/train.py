@@ -98,7 +98,7 @@ def prepare(
         checkpoint.write_config(workdir, config)
         path = workdir / METRICS
         text = path.read_text() if path.exists() else ""
-        path.write_text(report.trim_metrics(text, state.step, path=path))
+        report.write_text_atomic(path, report.trim_metrics(text, state.step, path=path))
     return config, state
 
 
