@@ -16,18 +16,24 @@ migrated.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
-from collections.abc import Collection
+import os
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
 
+from esmeta_core import report
 from esmeta_core.configs import RESUMABLE, ConfigError, TrainConfig, differences, validate_config
 
 CONFIG = "config.json"  # the run's TrainConfig inside a workdir
+METRICS = "metrics.jsonl"  # the run's training curve inside a workdir
+LOCK = ".lock"  # held (flock) by the one process that writes a workdir
 CHECKPOINTS = "checkpoints"  # the folder of orbax steps inside a workdir
 LEGACY_CHECKPOINT = "checkpoint.msgpack"  # the format before orbax; refused
 KEEP = 3  # checkpoints kept per run (the newest ones)
@@ -76,7 +82,13 @@ def save(
     """
     items = {name: ocp.args.StandardSave(getattr(state, name)) for name in ITEMS}
     metadata = {"config_hash": config_hash} if config_hash else None
-    checkpoints.save(state.step, args=ocp.args.Composite(**items), custom_metadata=metadata)
+    saved = checkpoints.save(state.step, args=ocp.args.Composite(**items), custom_metadata=metadata)
+    if not saved:  # orbax skips a step at or below its newest one, without an error
+        raise FileExistsError(
+            f"{checkpoints.directory}: step {state.step} was not saved, because the folder "
+            f"already holds step {checkpoints.latest_step()}: it holds another run's "
+            "checkpoints. Use a new --workdir."
+        )
 
 
 def latest_step(workdir: str | Path) -> int | None:
@@ -193,25 +205,27 @@ def resume_config(
 
     A new run (``resume=False``) needs a workdir without a run. A resumed one keeps
     its saved, re-validated config: ``config`` may differ from it only in the
-    :data:`~esmeta_core.configs.RESUMABLE` fields (``steps`` only grows, and not at all
-    under a cosine or linear learning rate, which decays to the saved ``steps``), unless
-    ``allow_changes``.
+    :data:`~esmeta_core.configs.RESUMABLE` fields (``steps`` never shrinks, and grows not
+    at all under a cosine or linear learning rate, which decays to the saved ``steps``),
+    unless ``allow_changes`` (which still never shrinks ``steps``).
 
     Raises:
-      FileExistsError: ``workdir`` holds a run and ``resume`` is false.
+      FileExistsError: ``workdir`` holds a run, or any of its files (see
+        :func:`run_files`), and ``resume`` is false.
       FileNotFoundError: ``resume`` but ``workdir`` holds no run.
       ConfigError: the saved config is bad, or ``config`` differs from it (or grows
-        ``steps`` under a cosine or linear learning rate).
+        ``steps`` under a cosine or linear learning rate, or has fewer ``steps``).
     """
     workdir = Path(workdir)
-    saved = saved_config(workdir)
     if not resume:
-        if saved is not None or (workdir / CONFIG).exists():
+        found = run_files(workdir)
+        if found:
             raise FileExistsError(
-                f"{workdir} already holds a run. Pass --resume to continue it, or choose "
-                "another --workdir."
+                f"{workdir} already holds a run ({', '.join(found)}). Pass --resume to continue "
+                "it, or choose another --workdir."
             )
         return config
+    saved = saved_config(workdir)
     if saved is None:
         raise FileNotFoundError(
             f"--resume: {workdir} holds no run to continue (no {CONFIG}). Start one without "
@@ -226,6 +240,13 @@ def resume_config(
             "drop these overrides, use another --workdir, or pass --allow-config-change.",
             field=changed[0].split("=")[0],
         )
+    if config.steps < saved.steps:
+        raise ConfigError(
+            f"--steps {config.steps} is below the {saved.steps} steps of the run in {workdir}: "
+            f"a resumed run only goes on. Resume without --steps (or with at least "
+            f"{saved.steps}), or start a new run in another --workdir.",
+            field="steps",
+        )
     grown = config.steps > saved.steps
     if grown and saved.lr_schedule in ("cosine", "linear") and not allow_changes:
         raise ConfigError(
@@ -237,14 +258,77 @@ def resume_config(
         )
     base = config if allow_changes else saved
     resumable = {name: getattr(config, name) for name in RESUMABLE}
-    resumable["steps"] = max(config.steps, saved.steps)
     return dataclasses.replace(base, **resumable)
+
+
+def run_files(workdir: str | Path) -> list[str]:
+    """What in ``workdir`` belongs to a run: ``config.json``, ``metrics.jsonl``, checkpoint steps.
+
+    A new run refuses a workdir where this is not empty, so that it never mixes with
+    another run's files (orbax would keep the other run's steps rather than overwrite them).
+    """
+    workdir = Path(workdir)
+    found = [name for name in (CONFIG, METRICS, LEGACY_CHECKPOINT) if (workdir / name).exists()]
+    folder = workdir / CHECKPOINTS
+    steps = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if steps:
+        shown = ", ".join(steps[:3]) + (", ..." if len(steps) > 3 else "")
+        found.append(f"{CHECKPOINTS}/{shown}")
+    return found
+
+
+def check_workdir_name(workdir: str | Path) -> None:
+    """Refuses a workdir whose name is not valid UTF-8 (orbax needs UTF-8 paths).
+
+    Such a name comes from a byte path that the file system accepts but Python decodes
+    with ``surrogateescape``; orbax would fail on it only when saving the first
+    checkpoint, after the training.
+
+    Raises:
+      ValueError: the name does not encode as UTF-8.
+    """
+    try:
+        str(workdir).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"--workdir {os.fsencode(workdir)!r} is not a valid UTF-8 name, which checkpoints "
+            "need; choose a UTF-8 name."
+        ) from None
+
+
+@contextlib.contextmanager
+def lock(workdir: str | Path) -> Iterator[None]:
+    """Holds ``workdir/.lock`` (an exclusive ``flock``) for the block: one writer per workdir.
+
+    Creates ``workdir`` (and its parents). The lock is the kernel's: it goes with the
+    process, so a killed run never leaves a lock that blocks the next one. The file
+    holds the holder's process id, for the message.
+
+    Raises:
+      FileExistsError: another process holds the lock (another run or a writing eval).
+      ValueError: the workdir's name is not UTF-8 (see :func:`check_workdir_name`).
+    """
+    check_workdir_name(workdir)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise FileExistsError(
+                f"{workdir} is in use by another run (lock {path} held by process {holder}); "
+                "wait for it to end, or choose another --workdir."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_config(workdir: str | Path, config: TrainConfig) -> None:
     """Writes ``workdir/config.json`` (created with its parents), atomically."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = workdir / f".{CONFIG}.tmp"
-    tmp.write_text(json.dumps(config.to_json(), indent=2))
-    tmp.replace(workdir / CONFIG)
+    report.write_text_atomic(Path(workdir) / CONFIG, json.dumps(config.to_json(), indent=2))

@@ -89,10 +89,36 @@ def evaluate_checkpoint(
     Raises:
       FileNotFoundError: no checkpoint in ``workdir``.
       ValueError: ``width`` given and different from the checkpoint's.
+      FileExistsError: a run is writing to ``workdir`` (it holds the lock).
     """
     workdir, start = Path(workdir), time.perf_counter()
     if checkpoint.latest_step(workdir) is None:
         raise FileNotFoundError(f"No checkpoint in {workdir}: train first (esmeta train).")
+    with checkpoint.lock(workdir):  # not while a run writes there
+        return _evaluate_checkpoint(
+            workdir,
+            settings=settings,
+            episodes=episodes,
+            split=split,
+            width=width,
+            progress=progress,
+            command=command,
+            start=start,
+        )
+
+
+def _evaluate_checkpoint(
+    workdir: Path,
+    *,
+    settings: tuple[tuple[int, int], ...],
+    episodes: int,
+    split: str | None,
+    width: int | None,
+    progress: bool,
+    command: str | None,
+    start: float,
+) -> dict[str, dict[str, float]]:
+    """:func:`evaluate_checkpoint` while holding the workdir's lock."""
     config = TrainConfig.load(workdir / "config.json")
     if width is not None and width != config.width:
         raise ValueError(

@@ -8,6 +8,7 @@ README or the book can be traced to the code and the run that produced it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
@@ -17,6 +18,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,12 +154,49 @@ def write_result(
 
     if jax.process_index() != 0:  # a multi-process run: process 0 alone writes
         return result
+    write_text_atomic(path, json.dumps(result, indent=1))
+    return result
+
+
+def _umask() -> int:
+    """This process's umask (read without changing it where Linux allows)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Writes ``text`` to ``path`` (UTF-8, parents created) so that a reader sees all or nothing.
+
+    The text goes to a new temporary file of a random name in the same folder
+    (``tempfile.mkstemp``: created exclusively, never through a symlink planted
+    there), is flushed and fsynced, then renamed over ``path`` with ``os.replace``.
+    A symlink at ``path`` itself is replaced, not followed.
+
+    Example:
+      >>> import tempfile, pathlib
+      >>> out = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+      >>> write_text_atomic(out, "hi")
+      >>> out.read_text()
+      'hi'
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
-    return result
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from the group
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 RECORDED_FIELDS = ("command", "config", "provenance", "wall_s")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +45,7 @@ from esmeta_core.train_step import (  # noqa: F401 (re-exported: the step's piec
     step_key,
 )
 
-METRICS = "metrics.jsonl"
+METRICS = checkpoint.METRICS
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,9 +74,10 @@ def prepare(
     A new run starts from :func:`init_state`; a resumed one from its last checkpoint,
     with the saved config (see :func:`esmeta_core.checkpoint.resume_config`), and its
     ``metrics.jsonl`` loses the lines logged after that checkpoint (and a torn last
-    line). ``config.json`` is written only once the data and the model are ready, so
-    a run that fails before that leaves nothing that blocks a rerun. The state is
-    replicated on ``mesh``.
+    line); a resumed run with no checkpoint yet starts at step 0 and says so on stderr.
+    ``config.json`` is written only once the data and the model are ready, so a run
+    that fails before that leaves nothing that blocks a rerun. The state is replicated
+    on ``mesh``.
     """
     config = checkpoint.resume_config(workdir, config, resume=resume, allow_changes=allow_changes)
     sharding.barrier("esmeta-workdir-checked")  # every process read it before 0 writes
@@ -87,11 +89,16 @@ def prepare(
         saved = json.loads((workdir / checkpoint.CONFIG).read_text())
         expected = None if allow_changes else saved_config_hashes(config, saved)
         state = checkpoint.restore(workdir, state, config_hash=expected)
+    elif resume and is_writer():  # a run stopped before its first checkpoint
+        print(
+            f"esmeta: --resume: {workdir} holds no checkpoint yet: starting at step 0.",
+            file=sys.stderr,
+        )
     if is_writer():
         checkpoint.write_config(workdir, config)
         path = workdir / METRICS
         text = path.read_text() if path.exists() else ""
-        path.write_text(report.trim_metrics(text, state.step, path=path))
+        report.write_text_atomic(path, report.trim_metrics(text, state.step, path=path))
     return config, state
 
 
@@ -225,8 +232,37 @@ def train_and_evaluate(
         ``allow_changes``).
       progress: show progress bars; on_step: called with each finished step (tests).
       command: the command line recorded in ``summary.json`` (default: this process's).
+
+    Process 0 holds the workdir's lock (:func:`esmeta_core.checkpoint.lock`) from
+    before the first file is written to the end: a second run on the same workdir is
+    refused with ``FileExistsError``.
     """
-    workdir, mesh = Path(workdir), sharding.population_mesh()
+    checkpoint.check_workdir_name(workdir)  # before anything is written, on every process
+    workdir = Path(workdir)
+    with checkpoint.lock(workdir) if is_writer() else contextlib.nullcontext():
+        return _train_and_evaluate(
+            config,
+            workdir,
+            resume=resume,
+            allow_changes=allow_changes,
+            progress=progress,
+            on_step=on_step,
+            command=command,
+        )
+
+
+def _train_and_evaluate(
+    config: TrainConfig,
+    workdir: Path,
+    *,
+    resume: bool,
+    allow_changes: bool,
+    progress: bool,
+    on_step: Callable[[int], None] | None,
+    command: str | None,
+) -> dict[str, Any]:
+    """:func:`train_and_evaluate` once the workdir is this run's alone."""
+    mesh = sharding.population_mesh()
     config, state = prepare(config, workdir, mesh=mesh, resume=resume, allow_changes=allow_changes)
     start = state.step
     state, train_wall = train_loop(

@@ -44,13 +44,19 @@ def test_a_finished_run_is_read_back_without_training(tmp_path, monkeypatch):
     assert sweep.train_or_reload(PRESETS["smoke"], tmp_path)["eval"]["5w5s"]["accuracy"] == 0.5
 
 
-@pytest.mark.parametrize("started", [False, True], ids=["new", "interrupted"])
-def test_an_unfinished_run_is_trained_and_resumed_only_if_its_workdir_exists(
-    tmp_path, monkeypatch, started
+@pytest.mark.parametrize(
+    "files,started",
+    [(None, False), ([".lock"], False), ([".lock", "config.json"], True)],
+    ids=["new", "failed-before-its-config", "interrupted"],
+)
+def test_an_unfinished_run_is_trained_and_resumed_only_if_it_wrote_its_config(
+    tmp_path, monkeypatch, files, started
 ):
     workdir = tmp_path / "run"
-    if started:
+    if files is not None:  # a run that failed before its config leaves only its lock
         workdir.mkdir()
+        for name in files:
+            (workdir / name).write_text("")
     calls = []
     monkeypatch.setattr(
         sweep, "train_and_evaluate", lambda config, wd, **kw: calls.append((config, wd, kw)) or {}

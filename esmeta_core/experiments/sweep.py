@@ -28,10 +28,11 @@ def train_or_reload(config: TrainConfig, workdir: str | Path) -> dict[str, Any]:
     """Returns the summary of ``config``'s run in ``workdir``, training only what is missing.
 
     A finished run's ``summary.json`` is read back as it is; otherwise the run is
-    trained (resumed from its last checkpoint if ``workdir`` exists) and tested
+    trained (resumed from its last checkpoint if ``workdir`` holds a run's config) and tested
     by :func:`~esmeta_core.train.train_and_evaluate`, without progress bars.
     """
     workdir = Path(workdir)
     if is_finished(workdir):
         return report.load_json(workdir / SUMMARY)
-    return train_and_evaluate(config, workdir, resume=workdir.exists(), progress=False)
+    started = (workdir / "config.json").exists()  # not only its lock: a run that failed early
+    return train_and_evaluate(config, workdir, resume=started, progress=False)
