@@ -189,6 +189,7 @@ def train_loop(
                 bar.set_postfix(
                     loss=f"{record['loss']:.3f}",
                     acc=f"{record['accuracy']:.3f}",
+                    trend=f"{record['trend_cosine']:+.3f}",  # train_step.trend_cosine
                     ep_s=f"{record['episodes_per_s']:.2f}",
                 )
             if bad_run == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
