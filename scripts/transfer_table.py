@@ -21,6 +21,7 @@ were not kept, so they have no validation scores yet).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from esmeta_core import report
@@ -97,6 +98,7 @@ def markdown_table(result: dict) -> str:
 
 
 def main() -> None:
+    wall0 = time.perf_counter()
     table = rows()
     result = report.write_result(
         ROOT / OUT,
@@ -108,6 +110,9 @@ def main() -> None:
             "backprop_lr": 0.002,
         },
         command="python scripts/transfer_table.py",
+        wall_s=round(
+            time.perf_counter() - wall0, 3
+        ),  # this assembly; the runs' own times are in their summary.json
     )
     print(markdown_table(result))
 
