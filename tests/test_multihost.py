@@ -194,6 +194,7 @@ def test_two_processes_of_two_devices_end_with_the_parameters_of_one_process_of_
     assert "Wrote" in outs[0][0] and "Test accuracy" in outs[0][0]
     assert [line for line in outs[1][0].splitlines() if not line.startswith("[Gloo]")] == []
     assert sorted(p.name for p in workdir.iterdir()) == [
+        ".lock",  # process 0's one-writer lock (checkpoint.lock), left in place
         "checkpoints",
         "config.json",
         "metrics.jsonl",
